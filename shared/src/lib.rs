@@ -1,0 +1,27 @@
+//! hotpush's shared library: everything the origin and the agents must agree on.
+//!
+//! # Layout
+//! - [`digest`]: the `Sha256Digest` newtype and hash-while-writing.
+//! - [`limits`]: explicit, documented size limits.
+//! - [`relpath`]: validated relative paths (§4 path rules).
+//! - [`manifest`]: the snapshot manifest, its encoding and validation.
+//! - [`sign`]: ed25519 signing keys, trusted keys, signature checks.
+//! - [`store`]: the content-addressed blob store (`objects/`, `tmp/`).
+//! - [`identity`]: TLS identities pinned by SPKI fingerprint, rustls configs.
+//! - [`repo`]: repodata (repomd.xml, primary) parsing and repo validation.
+//! - [`metalink`]: the MirrorManager-format metalink writer and parser.
+//! - [`transport`]: dual-stack listeners, TLS accept loops and gRPC channels.
+
+pub mod digest;
+pub mod identity;
+pub mod limits;
+pub mod manifest;
+pub mod metalink;
+pub mod relpath;
+pub mod repo;
+pub mod sign;
+pub mod store;
+pub mod transport;
+
+pub use digest::Sha256Digest;
+pub use limits::Limits;

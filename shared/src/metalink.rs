@@ -1,0 +1,1 @@
+//! Metalink writer and parser (being written).

@@ -1,0 +1,1337 @@
+//! Repodata parsing (repomd.xml, primary.xml) and repo validation.
+//!
+//! DESIGN §4 "What goes in": a snapshot holds `repodata/repomd.xml` (plus its
+//! `.asc`/`.key`), every file repomd.xml references and every package primary
+//! references, each checked against the checksum the repodata itself declares.
+//! A broken repo is refused with the exact file and both checksums.
+//!
+//! The XML parsers match literal element names, as createrepo_c and librepo do:
+//! repomd.xml and primary.xml use a default namespace, and the `rpm:` children
+//! of `<format>` are skipped by depth.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use sha2::Digest as _;
+
+use crate::digest::Sha256Digest;
+use crate::limits::Limits;
+
+/// The one file whose name never changes; everything else hangs off it.
+pub const REPOMD_PATH: &str = "repodata/repomd.xml";
+/// Published with repomd.xml when present (repo_gpgcheck signature and key).
+const REPOMD_EXTRAS: [&str; 2] = ["repodata/repomd.xml.asc", "repodata/repomd.xml.key"];
+/// Longest text kept from one element (a checksum, a number, the revision):
+/// bounds memory on hostile input; real values are under 200 bytes.
+const MAX_FIELD_BYTES: usize = 4096;
+/// NAME_MAX: no file system we publish to takes a longer segment.
+const MAX_SEGMENT_BYTES: usize = 255;
+/// Read buffer for hashing; large enough that syscalls do not dominate.
+const HASH_BUF_BYTES: usize = 256 * 1024;
+
+/// Why a repo (or one of its metadata files) was refused. Every message names
+/// the file at fault and, for checksums, the declared and actual values.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// `repodata/repomd.xml` does not exist.
+    #[error("{REPOMD_PATH}: not found — is {} a yum repository?", dir.display())]
+    NotARepo { dir: PathBuf },
+    /// Reading or decompressing failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Not well-formed XML.
+    #[error("{file}: malformed XML at byte {position}: {message}")]
+    Xml {
+        file: String,
+        position: u64,
+        message: String,
+    },
+    /// Well-formed XML that is not valid repodata.
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+    /// A checksum type we cannot verify (e.g. sha384, crc32).
+    #[error("{file}: unsupported checksum type {kind:?}")]
+    UnsupportedChecksum { file: String, kind: String },
+    /// A primary we cannot decompress (e.g. zchunk).
+    #[error("{file}: unsupported compression (primary must be .xml, .xml.gz, .xml.zst or .xml.xz)")]
+    UnsupportedCompression { file: String },
+    /// An href that could escape the repo or is not a normalised relative path.
+    #[error("{file}: unsafe href {href:?}: {reason}")]
+    UnsafeHref {
+        file: String,
+        href: String,
+        reason: &'static str,
+    },
+    /// A referenced file does not exist.
+    #[error("{path}: missing (listed in {listed_in})")]
+    Missing { path: String, listed_in: String },
+    /// A symlink on the way to (or at) a referenced file.
+    #[error("{path}: is a symlink; only regular files inside the repository are published")]
+    Symlink { path: String },
+    /// A directory, device, fifo… where a file (or a directory) was expected.
+    #[error("{path}: not a {expected}")]
+    WrongFileType {
+        path: String,
+        expected: &'static str,
+    },
+    /// Size differs from the declared one.
+    #[error("{path}: size {actual} but {listed_in} declares {declared}")]
+    SizeMismatch {
+        path: String,
+        actual: u64,
+        declared: u64,
+        listed_in: String,
+    },
+    /// Content differs from the declared checksum.
+    #[error("{path}: {kind} mismatch: {listed_in} declares {declared}, file has {actual}")]
+    ChecksumMismatch {
+        path: String,
+        kind: ChecksumKind,
+        declared: String,
+        actual: String,
+        listed_in: String,
+    },
+    /// One path listed twice with different checksum algorithms; verifying
+    /// both would mean hashing the file twice, and no real repo does this.
+    #[error("{path}: listed twice with different checksum types ({first} and {second})")]
+    ConflictingChecksumTypes {
+        path: String,
+        first: ChecksumKind,
+        second: ChecksumKind,
+    },
+    /// The file was replaced or rewritten while we were reading it.
+    #[error("{path}: changed while being validated; retry when the repo is quiet")]
+    Changed { path: String },
+    /// A limit from [`Limits`] was exceeded.
+    #[error("{file}: exceeds limits.{limit_name} ({limit})")]
+    LimitExceeded {
+        file: String,
+        limit_name: &'static str,
+        limit: u64,
+    },
+}
+
+/// Checksum algorithms yum repodata uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChecksumKind {
+    Md5,
+    /// Spelled `sha` or `sha1` in repodata (yum's historical `sha` is sha1).
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl ChecksumKind {
+    /// From a `type=` attribute; case-insensitive, `sha` means sha1.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "md5" => Some(Self::Md5),
+            "sha" | "sha1" => Some(Self::Sha1),
+            "sha256" => Some(Self::Sha256),
+            "sha512" => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    /// Canonical lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Md5 => "md5",
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Self::Md5 => 32,
+            Self::Sha1 => 40,
+            Self::Sha256 => 64,
+            Self::Sha512 => 128,
+        }
+    }
+}
+
+impl fmt::Display for ChecksumKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A declared checksum.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Checksum {
+    pub kind: ChecksumKind,
+    /// Lowercase hex of the right length for `kind`.
+    pub hex: String,
+}
+
+impl Checksum {
+    /// Validates the type and the hex value; `file` names the source in errors.
+    pub fn parse(kind: &str, value: &str, file: &str) -> Result<Self, RepoError> {
+        let kind = ChecksumKind::parse(kind).ok_or_else(|| RepoError::UnsupportedChecksum {
+            file: file.to_owned(),
+            kind: kind.to_owned(),
+        })?;
+        let hex = value.trim().to_ascii_lowercase();
+        if hex.len() != kind.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(
+                file,
+                format!(
+                    "{kind} checksum {value:?} is not {} hex digits",
+                    kind.hex_len()
+                ),
+            ));
+        }
+        Ok(Self { kind, hex })
+    }
+}
+
+/// One `<data>` element of repomd.xml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepomdData {
+    /// `type=`: primary, filelists, other, primary_db, group, updateinfo…
+    pub kind: String,
+    /// `<location href>`, relative to the repo root.
+    pub href: String,
+    /// `<checksum>` of the file as stored (compressed); `<open-checksum>` is ignored.
+    pub checksum: Checksum,
+    pub size: Option<u64>,
+    pub timestamp: Option<u64>,
+}
+
+/// A parsed repomd.xml.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repomd {
+    pub revision: Option<String>,
+    pub data: Vec<RepomdData>,
+}
+
+impl Repomd {
+    /// Largest `<data><timestamp>`: what MirrorManager (and yum 3's strict
+    /// check) uses as the metalink's `mm0:timestamp`, not `<revision>`.
+    pub fn max_timestamp(&self) -> Option<u64> {
+        self.data.iter().filter_map(|d| d.timestamp).max()
+    }
+
+    /// The first `<data type="primary">`.
+    pub fn primary(&self) -> Option<&RepomdData> {
+        self.data.iter().find(|d| d.kind == "primary")
+    }
+}
+
+/// One `<package>` of primary.xml, as far as publishing needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Package {
+    pub href: String,
+    pub checksum: Checksum,
+    /// `<size package=>`: the rpm file's size.
+    pub size: u64,
+}
+
+/// One published file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoFile {
+    /// Relative, '/'-separated.
+    pub path: String,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// A repo whose every published file matched its declared checksum.
+#[derive(Clone, Debug)]
+pub struct ValidatedRepo {
+    /// Sorted by path, unique.
+    pub files: Vec<RepoFile>,
+    pub repomd: Repomd,
+    /// The exact repomd.xml bytes that were parsed (the metalink hashes these).
+    pub repomd_bytes: Vec<u8>,
+    /// Regular files in the directory that are not published, sorted.
+    pub unreferenced: Vec<String>,
+}
+
+/// Identity of a file as `stat` sees it: if none of these changed, we trust
+/// the content did not either (the same bet rsync and make make).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// Absolute path.
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileKey {
+    /// Key of `path` from metadata already fetched (without following symlinks).
+    pub fn from_metadata(path: &Path, meta: &fs::Metadata) -> Self {
+        Self {
+            path: path.to_string_lossy().into_owned(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+}
+
+/// sha256 by file identity, so an unchanged file is not re-hashed on every
+/// publish (DESIGN §6). Consulted only when the repodata declares sha256, so
+/// a hit can be compared with the declaration directly.
+pub trait HashCache {
+    fn get(&self, key: &FileKey) -> Option<Sha256Digest>;
+    fn put(&mut self, key: FileKey, sha256: Sha256Digest);
+}
+
+/// Hashes everything every time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCache;
+
+impl HashCache for NoCache {
+    fn get(&self, _key: &FileKey) -> Option<Sha256Digest> {
+        None
+    }
+    fn put(&mut self, _key: FileKey, _sha256: Sha256Digest) {}
+}
+
+/// In-memory cache, for tests and one-shot tools.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryCache {
+    pub entries: HashMap<FileKey, Sha256Digest>,
+}
+
+impl HashCache for MemoryCache {
+    fn get(&self, key: &FileKey) -> Option<Sha256Digest> {
+        self.entries.get(key).copied()
+    }
+    fn put(&mut self, key: FileKey, sha256: Sha256Digest) {
+        self.entries.insert(key, sha256);
+    }
+}
+
+fn invalid(file: &str, reason: impl Into<String>) -> RepoError {
+    RepoError::Invalid {
+        file: file.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn io_err(path: &str) -> impl FnOnce(io::Error) -> RepoError + '_ {
+    move |source| RepoError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// XML helpers shared by the parsers (and the metalink parser).
+
+/// Text of an entity or character reference; `None` for entities XML does not
+/// predefine (repodata and metalinks never declare their own).
+pub(crate) fn resolve_reference(r: &BytesRef<'_>) -> Option<String> {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => Some(c.to_string()),
+        Ok(None) => quick_xml::escape::resolve_xml_entity(r).map(str::to_owned),
+        Err(_) => None,
+    }
+}
+
+/// Value of attribute `name` on `e`, unescaped.
+fn attr(e: &BytesStart<'_>, name: &str, file: &str) -> Result<Option<String>, RepoError> {
+    match e.try_get_attribute(name) {
+        Ok(Some(a)) => a
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .map(|v| Some(v.into_owned()))
+            .map_err(|err| invalid(file, format!("attribute {name}: {err}"))),
+        Ok(None) => Ok(None),
+        Err(err) => Err(invalid(file, format!("attribute {name}: {err}"))),
+    }
+}
+
+/// Text of the element being captured: which field, at what depth, so far.
+struct Capture<F> {
+    field: F,
+    depth: usize,
+    text: String,
+}
+
+impl<F> Capture<F> {
+    fn push(&mut self, piece: &str, file: &str) -> Result<(), RepoError> {
+        if self.text.len() + piece.len() > MAX_FIELD_BYTES {
+            return Err(invalid(
+                file,
+                format!("element text longer than {MAX_FIELD_BYTES} bytes"),
+            ));
+        }
+        self.text.push_str(piece);
+        Ok(())
+    }
+}
+
+/// One event, reduced to what the repodata parsers need.
+enum XmlStep<'b> {
+    /// Start (or empty) element at `depth` (root = 1).
+    Open {
+        e: BytesStart<'b>,
+        depth: usize,
+        empty: bool,
+    },
+    /// End of an element at `depth`; for empty elements it follows `Open`.
+    Close {
+        depth: usize,
+    },
+    Text(String),
+    Eof,
+    Other,
+}
+
+/// Walks a document, tracking depth and resolving references, so each parser
+/// is a plain state machine over [`XmlStep`]s.
+struct XmlWalker<R> {
+    reader: Reader<R>,
+    buf: Vec<u8>,
+    depth: usize,
+    pending_close: bool,
+    file: String,
+}
+
+impl<R: BufRead> XmlWalker<R> {
+    fn new(inner: R, file: &str) -> Self {
+        let mut reader = Reader::from_reader(inner);
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.expand_empty_elements = false;
+        Self {
+            reader,
+            buf: Vec::new(),
+            depth: 0,
+            pending_close: false,
+            file: file.to_owned(),
+        }
+    }
+
+    fn xml_error(&self, err: &quick_xml::Error) -> RepoError {
+        RepoError::Xml {
+            file: self.file.clone(),
+            position: self.reader.error_position(),
+            message: err.to_string(),
+        }
+    }
+
+    fn next(&mut self) -> Result<XmlStep<'_>, Result<RepoError, quick_xml::Error>> {
+        if self.pending_close {
+            self.pending_close = false;
+            let depth = self.depth;
+            self.depth -= 1;
+            return Ok(XmlStep::Close { depth });
+        }
+        self.buf.clear();
+        let event = match self.reader.read_event_into(&mut self.buf) {
+            Ok(ev) => ev,
+            Err(err) => return Err(Err(err)),
+        };
+        Ok(match event {
+            Event::Start(e) => {
+                self.depth += 1;
+                XmlStep::Open {
+                    e,
+                    depth: self.depth,
+                    empty: false,
+                }
+            }
+            Event::Empty(e) => {
+                self.depth += 1;
+                self.pending_close = true;
+                XmlStep::Open {
+                    e,
+                    depth: self.depth,
+                    empty: true,
+                }
+            }
+            Event::End(_) => {
+                let depth = self.depth;
+                self.depth = self.depth.saturating_sub(1);
+                XmlStep::Close { depth }
+            }
+            Event::Text(t) => XmlStep::Text(t.xml10_content().into_owned()),
+            Event::CData(t) => XmlStep::Text(t.xml10_content().into_owned()),
+            Event::GeneralRef(r) => match resolve_reference(&r) {
+                Some(s) => XmlStep::Text(s),
+                None => {
+                    return Err(Ok(invalid(
+                        &self.file,
+                        format!("unknown entity reference &{};", &*r),
+                    )));
+                }
+            },
+            Event::Eof => {
+                if self.depth != 0 {
+                    return Err(Ok(invalid(
+                        &self.file,
+                        "truncated: unclosed elements at end",
+                    )));
+                }
+                XmlStep::Eof
+            }
+            _ => XmlStep::Other,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// repomd.xml
+
+#[derive(Clone, Copy)]
+enum RepomdField {
+    Revision,
+    Checksum,
+    Timestamp,
+    Size,
+}
+
+#[derive(Default)]
+struct DataBuilder {
+    kind: String,
+    href: Option<String>,
+    checksum_type: Option<String>,
+    checksum: Option<String>,
+    size: Option<u64>,
+    timestamp: Option<u64>,
+}
+
+/// Unix seconds; old tools (python createrepo, modifyrepo) wrote floats.
+fn parse_timestamp(s: &str) -> Option<u64> {
+    let s = s.trim();
+    s.parse::<u64>().ok().or_else(|| {
+        s.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1.8e19)
+            .map(|f| f as u64)
+    })
+}
+
+fn parse_u64(s: &str, what: &str, file: &str) -> Result<u64, RepoError> {
+    s.trim()
+        .parse()
+        .map_err(|_| invalid(file, format!("{what} {s:?} is not a non-negative integer")))
+}
+
+/// Rejects `xml:base`: it points packages or metadata outside the repo, which
+/// we could neither verify nor publish.
+fn reject_xml_base(e: &BytesStart<'_>, file: &str) -> Result<(), RepoError> {
+    match attr(e, "xml:base", file)? {
+        Some(base) => Err(invalid(
+            file,
+            format!("<location xml:base={base:?}>: files outside the repo are not supported"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Parses repomd.xml.
+pub fn parse_repomd(xml: &[u8]) -> Result<Repomd, RepoError> {
+    let file = REPOMD_PATH;
+    let mut w = XmlWalker::new(xml, file);
+    let mut root_seen = false;
+    let mut revision = None;
+    let mut data = Vec::new();
+    let mut cur: Option<DataBuilder> = None;
+    let mut capture: Option<Capture<RepomdField>> = None;
+    loop {
+        let step = match w.next() {
+            Ok(step) => step,
+            Err(Ok(e)) => return Err(e),
+            Err(Err(e)) => return Err(w.xml_error(&e)),
+        };
+        match step {
+            XmlStep::Open { e, depth, .. } => {
+                let name = e.name();
+                match (depth, name.as_ref()) {
+                    (1, "repomd") if !root_seen => root_seen = true,
+                    (1, other) => {
+                        return Err(invalid(file, format!("unexpected root element <{other}>")));
+                    }
+                    (2, "revision") => {
+                        capture = Some(Capture {
+                            field: RepomdField::Revision,
+                            depth,
+                            text: String::new(),
+                        });
+                    }
+                    (2, "data") => {
+                        let kind = attr(&e, "type", file)?
+                            .ok_or_else(|| invalid(file, "<data> without type="))?;
+                        cur = Some(DataBuilder {
+                            kind,
+                            ..DataBuilder::default()
+                        });
+                    }
+                    (3, child) => {
+                        if let Some(d) = cur.as_mut() {
+                            let field = match child {
+                                "checksum" => {
+                                    d.checksum_type = attr(&e, "type", file)?;
+                                    Some(RepomdField::Checksum)
+                                }
+                                "timestamp" => Some(RepomdField::Timestamp),
+                                "size" => Some(RepomdField::Size),
+                                "location" => {
+                                    reject_xml_base(&e, file)?;
+                                    d.href = attr(&e, "href", file)?;
+                                    None
+                                }
+                                _ => None,
+                            };
+                            capture = field.map(|field| Capture {
+                                field,
+                                depth,
+                                text: String::new(),
+                            });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            XmlStep::Text(t) => {
+                if let Some(c) = capture.as_mut() {
+                    c.push(&t, file)?;
+                }
+            }
+            XmlStep::Close { depth } => {
+                if let Some(c) = capture.take_if(|c| c.depth == depth) {
+                    let text = c.text.trim();
+                    match (c.field, cur.as_mut()) {
+                        (RepomdField::Revision, _) => revision = Some(text.to_owned()),
+                        (RepomdField::Checksum, Some(d)) => d.checksum = Some(text.to_owned()),
+                        (RepomdField::Timestamp, Some(d)) => {
+                            d.timestamp = Some(parse_timestamp(text).ok_or_else(|| {
+                                invalid(file, format!("<timestamp> {text:?} is not a number"))
+                            })?);
+                        }
+                        (RepomdField::Size, Some(d)) => {
+                            d.size = Some(parse_u64(text, "<size>", file)?);
+                        }
+                        _ => {}
+                    }
+                } else if depth == 2
+                    && let Some(d) = cur.take()
+                {
+                    data.push(finish_data(d, file)?);
+                }
+            }
+            XmlStep::Eof => break,
+            XmlStep::Other => {}
+        }
+    }
+    if !root_seen {
+        return Err(invalid(file, "no <repomd> root element"));
+    }
+    Ok(Repomd { revision, data })
+}
+
+fn finish_data(d: DataBuilder, file: &str) -> Result<RepomdData, RepoError> {
+    let what = format!("<data type={:?}>", d.kind);
+    let href = d
+        .href
+        .ok_or_else(|| invalid(file, format!("{what} has no <location href>")))?;
+    let value = d
+        .checksum
+        .ok_or_else(|| invalid(file, format!("{what} has no <checksum>")))?;
+    let kind = d
+        .checksum_type
+        .ok_or_else(|| invalid(file, format!("{what} <checksum> has no type=")))?;
+    let checksum = Checksum::parse(&kind, &value, &format!("{file}: {what}"))?;
+    Ok(RepomdData {
+        kind: d.kind,
+        href,
+        checksum,
+        size: d.size,
+        timestamp: d.timestamp,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// primary.xml
+
+/// Fails the read once more than `remaining` bytes come out of `inner`, so a
+/// decompression bomb costs at most the limit.
+struct LimitedReader<R> {
+    inner: R,
+    remaining: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.remaining == 0 {
+            // One more byte tells "exactly the limit" from "over it".
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded = true;
+            return Err(io::Error::other("decompressed size limit exceeded"));
+        }
+        let max = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..max])?;
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+#[derive(Default)]
+struct PackageBuilder {
+    href: Option<String>,
+    checksum_type: Option<String>,
+    checksum: Option<String>,
+    size: Option<u64>,
+}
+
+/// Parses primary.xml, decompressing by `path_name`'s suffix: `.gz`, `.zst`,
+/// `.xz` or plain `.xml`. Bounded by `limits.max_primary_bytes` of
+/// decompressed XML and `limits.max_entries` packages.
+pub fn parse_primary(
+    path_name: &str,
+    reader: impl Read,
+    limits: &Limits,
+) -> Result<Vec<Package>, RepoError> {
+    if path_name.ends_with(".gz") {
+        // Multi-member, as gzip(1) itself accepts concatenated members.
+        parse_primary_xml(path_name, flate2::read::MultiGzDecoder::new(reader), limits)
+    } else if path_name.ends_with(".zst") {
+        let decoder = zstd::stream::read::Decoder::new(reader).map_err(io_err(path_name))?;
+        parse_primary_xml(path_name, decoder, limits)
+    } else if path_name.ends_with(".xz") {
+        parse_primary_xml(
+            path_name,
+            liblzma::read::XzDecoder::new_multi_decoder(reader),
+            limits,
+        )
+    } else if path_name.ends_with(".xml") {
+        parse_primary_xml(path_name, reader, limits)
+    } else {
+        Err(RepoError::UnsupportedCompression {
+            file: path_name.to_owned(),
+        })
+    }
+}
+
+fn parse_primary_xml(
+    file: &str,
+    decompressed: impl Read,
+    limits: &Limits,
+) -> Result<Vec<Package>, RepoError> {
+    let limited = LimitedReader {
+        inner: decompressed,
+        remaining: limits.max_primary_bytes,
+        exceeded: false,
+    };
+    let mut w = XmlWalker::new(BufReader::with_capacity(64 * 1024, limited), file);
+    let mut root_seen = false;
+    let mut declared_count: Option<u64> = None;
+    let mut packages = Vec::new();
+    let mut cur: Option<PackageBuilder> = None;
+    // Only <package><checksum> text is captured; descriptions are skipped.
+    let mut capture: Option<Capture<()>> = None;
+    loop {
+        let step = match w.next() {
+            Ok(step) => step,
+            Err(Ok(e)) => return Err(e),
+            Err(Err(e)) => {
+                if w.reader.get_ref().get_ref().exceeded {
+                    return Err(RepoError::LimitExceeded {
+                        file: file.to_owned(),
+                        limit_name: "max_primary_bytes",
+                        limit: limits.max_primary_bytes,
+                    });
+                }
+                return Err(match e {
+                    // Decompression errors arrive as I/O errors.
+                    quick_xml::Error::Io(io) => RepoError::Io {
+                        path: file.to_owned(),
+                        source: io::Error::new(io.kind(), io.to_string()),
+                    },
+                    other => w.xml_error(&other),
+                });
+            }
+        };
+        match step {
+            XmlStep::Open { e, depth, .. } => {
+                let name = e.name();
+                match (depth, name.as_ref()) {
+                    (1, "metadata") if !root_seen => {
+                        root_seen = true;
+                        if let Some(n) = attr(&e, "packages", file)? {
+                            declared_count = Some(parse_u64(&n, "packages=", file)?);
+                        }
+                    }
+                    (1, other) => {
+                        return Err(invalid(file, format!("unexpected root element <{other}>")));
+                    }
+                    (2, "package") => {
+                        if packages.len() >= limits.max_entries {
+                            return Err(RepoError::LimitExceeded {
+                                file: file.to_owned(),
+                                limit_name: "max_entries",
+                                limit: limits.max_entries as u64,
+                            });
+                        }
+                        cur = Some(PackageBuilder::default());
+                    }
+                    (3, child) => {
+                        if let Some(p) = cur.as_mut() {
+                            match child {
+                                "checksum" => {
+                                    p.checksum_type = attr(&e, "type", file)?;
+                                    capture = Some(Capture {
+                                        field: (),
+                                        depth,
+                                        text: String::new(),
+                                    });
+                                }
+                                "size" => {
+                                    if let Some(s) = attr(&e, "package", file)? {
+                                        p.size = Some(parse_u64(&s, "<size package=>", file)?);
+                                    }
+                                }
+                                "location" => {
+                                    reject_xml_base(&e, file)?;
+                                    p.href = attr(&e, "href", file)?;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            XmlStep::Text(t) => {
+                if let Some(c) = capture.as_mut() {
+                    c.push(&t, file)?;
+                }
+            }
+            XmlStep::Close { depth } => {
+                if let Some(c) = capture.take_if(|c| c.depth == depth) {
+                    if let Some(p) = cur.as_mut() {
+                        p.checksum = Some(c.text);
+                    }
+                } else if depth == 2
+                    && let Some(p) = cur.take()
+                {
+                    packages.push(finish_package(p, packages.len(), file)?);
+                }
+            }
+            XmlStep::Eof => break,
+            XmlStep::Other => {}
+        }
+    }
+    if !root_seen {
+        return Err(invalid(file, "no <metadata> root element"));
+    }
+    if let Some(n) = declared_count
+        && n != packages.len() as u64
+    {
+        return Err(invalid(
+            file,
+            format!("declares packages=\"{n}\" but lists {}", packages.len()),
+        ));
+    }
+    Ok(packages)
+}
+
+fn finish_package(p: PackageBuilder, index: usize, file: &str) -> Result<Package, RepoError> {
+    let href = p.href.ok_or_else(|| {
+        invalid(
+            file,
+            format!("package #{} has no <location href>", index + 1),
+        )
+    })?;
+    let ctx = format!("{file}: {href}");
+    let kind = p
+        .checksum_type
+        .ok_or_else(|| invalid(&ctx, "no <checksum type=>"))?;
+    let value = p.checksum.ok_or_else(|| invalid(&ctx, "no <checksum>"))?;
+    let checksum = Checksum::parse(&kind, &value, &ctx)?;
+    let size = p.size.ok_or_else(|| invalid(&ctx, "no <size package=>"))?;
+    Ok(Package {
+        href,
+        checksum,
+        size,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+/// Checks that `href` is a normalised relative path (DESIGN §4 path rules).
+fn check_href(href: &str, limits: &Limits) -> Result<(), &'static str> {
+    if href.is_empty() {
+        return Err("empty");
+    }
+    if href.len() > limits.max_path_bytes {
+        return Err("longer than limits.max_path_bytes");
+    }
+    if href.contains('\0') {
+        return Err("contains NUL");
+    }
+    if href.contains('\\') {
+        return Err("contains a backslash");
+    }
+    if href.starts_with('/') {
+        return Err("absolute");
+    }
+    for seg in href.split('/') {
+        match seg {
+            "" => return Err("empty segment"),
+            "." => return Err("'.' segment"),
+            ".." => return Err("'..' segment"),
+            s if s.len() > MAX_SEGMENT_BYTES => return Err("segment longer than 255 bytes"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Hashes with sha256 and, when asked, one more algorithm, in one pass.
+enum ExtraHasher {
+    Md5(md5::Md5),
+    Sha1(sha1::Sha1),
+    Sha512(sha2::Sha512),
+}
+
+impl ExtraHasher {
+    fn new(kind: ChecksumKind) -> Option<Self> {
+        match kind {
+            ChecksumKind::Md5 => Some(Self::Md5(md5::Md5::new())),
+            ChecksumKind::Sha1 => Some(Self::Sha1(sha1::Sha1::new())),
+            ChecksumKind::Sha256 => None,
+            ChecksumKind::Sha512 => Some(Self::Sha512(sha2::Sha512::new())),
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Md5(h) => h.update(data),
+            Self::Sha1(h) => h.update(data),
+            Self::Sha512(h) => h.update(data),
+        }
+    }
+    fn finish_hex(self) -> String {
+        match self {
+            Self::Md5(h) => hex::encode(&h.finalize()[..]),
+            Self::Sha1(h) => hex::encode(&h.finalize()[..]),
+            Self::Sha512(h) => hex::encode(&h.finalize()[..]),
+        }
+    }
+}
+
+/// Bytes read, sha256, and the hex of `extra` (if not sha256).
+fn hash_reader(
+    mut r: impl Read,
+    extra: ChecksumKind,
+) -> io::Result<(u64, Sha256Digest, Option<String>)> {
+    let mut sha256 = sha2::Sha256::new();
+    let mut other = ExtraHasher::new(extra);
+    let mut buf = vec![0u8; HASH_BUF_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha256.update(&buf[..n]);
+        if let Some(h) = other.as_mut() {
+            h.update(&buf[..n]);
+        }
+        total += n as u64;
+    }
+    Ok((
+        total,
+        Sha256Digest(sha256.finalize().into()),
+        other.map(ExtraHasher::finish_hex),
+    ))
+}
+
+/// A file already accepted: its size, sha256 and the other checksum computed.
+struct Accepted {
+    size: u64,
+    sha256: Sha256Digest,
+    other: Option<Checksum>,
+}
+
+/// Where a declaration came from, for error messages.
+struct Source<'a> {
+    /// Short name used in "listed in …" / "… declares": `repomd.xml`, `primary`.
+    label: &'a str,
+    /// The listing file's path, for href errors.
+    path: &'a str,
+}
+
+struct Validator<'a> {
+    root: PathBuf,
+    limits: &'a Limits,
+    cache: &'a mut dyn HashCache,
+    files: BTreeMap<String, Accepted>,
+    /// Directories (relative) already checked to be real directories.
+    dirs_ok: HashSet<String>,
+    total: u64,
+}
+
+impl Validator<'_> {
+    /// `lstat`s `rel` and every directory above it: no symlink anywhere on
+    /// the way, so nothing outside the tree is read.
+    fn lstat(&mut self, rel: &str, listed_in: &str) -> Result<fs::Metadata, RepoError> {
+        let missing = || RepoError::Missing {
+            path: rel.to_owned(),
+            listed_in: listed_in.to_owned(),
+        };
+        for (i, _) in rel.match_indices('/') {
+            let dir = &rel[..i];
+            if self.dirs_ok.contains(dir) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(self.root.join(dir)) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(io_err(dir)(e)),
+            };
+            if meta.file_type().is_symlink() {
+                return Err(RepoError::Symlink {
+                    path: dir.to_owned(),
+                });
+            }
+            if !meta.is_dir() {
+                return Err(RepoError::WrongFileType {
+                    path: dir.to_owned(),
+                    expected: "directory",
+                });
+            }
+            self.dirs_ok.insert(dir.to_owned());
+        }
+        let meta = match fs::symlink_metadata(self.root.join(rel)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(io_err(rel)(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(RepoError::Symlink {
+                path: rel.to_owned(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(RepoError::WrongFileType {
+                path: rel.to_owned(),
+                expected: "regular file",
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Opens `rel` and checks it is still the file `meta` describes (no swap
+    /// for a symlink or another file between lstat and open).
+    fn open_same(&self, rel: &str, meta: &fs::Metadata) -> Result<File, RepoError> {
+        let file = File::open(self.root.join(rel)).map_err(io_err(rel))?;
+        let now = file.metadata().map_err(io_err(rel))?;
+        if now.ino() != meta.ino() || now.dev() != meta.dev() || !now.is_file() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        Ok(file)
+    }
+
+    fn check_limits(&mut self, rel: &str, size: u64) -> Result<(), RepoError> {
+        let exceeded = |limit_name, limit| RepoError::LimitExceeded {
+            file: rel.to_owned(),
+            limit_name,
+            limit,
+        };
+        if size > self.limits.max_blob_bytes {
+            return Err(exceeded("max_blob_bytes", self.limits.max_blob_bytes));
+        }
+        if self.files.len() >= self.limits.max_entries {
+            return Err(exceeded("max_entries", self.limits.max_entries as u64));
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > self.limits.max_total_bytes {
+            return Err(exceeded("max_total_bytes", self.limits.max_total_bytes));
+        }
+        Ok(())
+    }
+
+    /// Adds a file no checksum is declared for (repomd.xml's `.asc`/`.key`).
+    fn add_undeclared(&mut self, rel: &str) -> Result<(), RepoError> {
+        let meta = match self.lstat(rel, REPOMD_PATH) {
+            Err(RepoError::Missing { .. }) => return Ok(()),
+            other => other?,
+        };
+        self.check_limits(rel, meta.len())?;
+        let file = self.open_same(rel, &meta)?;
+        let (size, sha256, _) = hash_reader(file, ChecksumKind::Sha256).map_err(io_err(rel))?;
+        if size != meta.len() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        self.files.insert(
+            rel.to_owned(),
+            Accepted {
+                size,
+                sha256,
+                other: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Verifies `rel` against a declaration, hashing it at most once per run.
+    fn verify(
+        &mut self,
+        rel: &str,
+        declared: &Checksum,
+        declared_size: Option<u64>,
+        source: &Source<'_>,
+    ) -> Result<(), RepoError> {
+        check_href(rel, self.limits).map_err(|reason| RepoError::UnsafeHref {
+            file: source.path.to_owned(),
+            href: rel.to_owned(),
+            reason,
+        })?;
+        let size_mismatch = |actual, declared| RepoError::SizeMismatch {
+            path: rel.to_owned(),
+            actual,
+            declared,
+            listed_in: source.label.to_owned(),
+        };
+        let checksum_mismatch = |actual: String| RepoError::ChecksumMismatch {
+            path: rel.to_owned(),
+            kind: declared.kind,
+            declared: declared.hex.clone(),
+            actual,
+            listed_in: source.label.to_owned(),
+        };
+
+        // Listed before (a package listed twice): compare with what we computed.
+        if let Some(seen) = self.files.get(rel) {
+            if let Some(d) = declared_size
+                && d != seen.size
+            {
+                return Err(size_mismatch(seen.size, d));
+            }
+            let actual = match (&seen.other, declared.kind) {
+                (_, ChecksumKind::Sha256) => seen.sha256.to_hex(),
+                (Some(other), kind) if other.kind == kind => other.hex.clone(),
+                (first, second) => {
+                    return Err(RepoError::ConflictingChecksumTypes {
+                        path: rel.to_owned(),
+                        first: first.as_ref().map_or(ChecksumKind::Sha256, |c| c.kind),
+                        second,
+                    });
+                }
+            };
+            return if actual == declared.hex {
+                Ok(())
+            } else {
+                Err(checksum_mismatch(actual))
+            };
+        }
+
+        let meta = self.lstat(rel, source.label)?;
+        if let Some(d) = declared_size
+            && d != meta.len()
+        {
+            return Err(size_mismatch(meta.len(), d));
+        }
+        self.check_limits(rel, meta.len())?;
+        let key = FileKey::from_metadata(&self.root.join(rel), &meta);
+
+        // Trade-off (DESIGN §6): an unchanged stat identity is trusted to mean
+        // unchanged content; a hit that disagrees is re-hashed below.
+        if declared.kind == ChecksumKind::Sha256
+            && let Some(sha256) = self.cache.get(&key)
+            && sha256.to_hex() == declared.hex
+        {
+            self.files.insert(
+                rel.to_owned(),
+                Accepted {
+                    size: meta.len(),
+                    sha256,
+                    other: None,
+                },
+            );
+            return Ok(());
+        }
+
+        let file = self.open_same(rel, &meta)?;
+        let (size, sha256, other_hex) = hash_reader(file, declared.kind).map_err(io_err(rel))?;
+        if size != meta.len() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        self.cache.put(key, sha256);
+        let actual = other_hex.clone().unwrap_or_else(|| sha256.to_hex());
+        if actual != declared.hex {
+            return Err(checksum_mismatch(actual));
+        }
+        self.files.insert(
+            rel.to_owned(),
+            Accepted {
+                size,
+                sha256,
+                other: other_hex.map(|hex| Checksum {
+                    kind: declared.kind,
+                    hex,
+                }),
+            },
+        );
+        Ok(())
+    }
+
+    /// Regular files under the root that are not published.
+    fn unreferenced(&self) -> Result<Vec<String>, RepoError> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let shown = if prefix.is_empty() { "." } else { &prefix };
+            for entry in fs::read_dir(&dir).map_err(io_err(shown))? {
+                let entry = entry.map_err(io_err(shown))?;
+                // file_type() does not follow symlinks, so neither do we.
+                let ft = entry.file_type().map_err(io_err(shown))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if ft.is_dir() {
+                    stack.push((entry.path(), rel));
+                } else if ft.is_file() && !self.files.contains_key(&rel) {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Validates the yum repo in `dir`: see the module docs. Returns every file to
+/// publish with its sha256, and the files that will not be published.
+pub fn validate_repo(
+    dir: &Path,
+    limits: &Limits,
+    cache: &mut dyn HashCache,
+) -> Result<ValidatedRepo, RepoError> {
+    let root = fs::canonicalize(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => RepoError::NotARepo {
+            dir: dir.to_owned(),
+        },
+        _ => io_err(&dir.to_string_lossy())(e),
+    })?;
+    let mut v = Validator {
+        root,
+        limits,
+        cache,
+        files: BTreeMap::new(),
+        dirs_ok: HashSet::new(),
+        total: 0,
+    };
+
+    // repomd.xml: read once, bounded, and keep the exact bytes.
+    let meta = match v.lstat(REPOMD_PATH, "the repository layout") {
+        Err(RepoError::Missing { .. }) => {
+            return Err(RepoError::NotARepo {
+                dir: dir.to_owned(),
+            });
+        }
+        other => other?,
+    };
+    if meta.len() > limits.max_repomd_bytes {
+        return Err(RepoError::LimitExceeded {
+            file: REPOMD_PATH.to_owned(),
+            limit_name: "max_repomd_bytes",
+            limit: limits.max_repomd_bytes,
+        });
+    }
+    let mut repomd_bytes = Vec::new();
+    v.open_same(REPOMD_PATH, &meta)?
+        .take(limits.max_repomd_bytes.saturating_add(1))
+        .read_to_end(&mut repomd_bytes)
+        .map_err(io_err(REPOMD_PATH))?;
+    if repomd_bytes.len() as u64 > limits.max_repomd_bytes {
+        return Err(RepoError::LimitExceeded {
+            file: REPOMD_PATH.to_owned(),
+            limit_name: "max_repomd_bytes",
+            limit: limits.max_repomd_bytes,
+        });
+    }
+    let repomd = parse_repomd(&repomd_bytes)?;
+    v.check_limits(REPOMD_PATH, repomd_bytes.len() as u64)?;
+    v.files.insert(
+        REPOMD_PATH.to_owned(),
+        Accepted {
+            size: repomd_bytes.len() as u64,
+            sha256: Sha256Digest::of(&repomd_bytes),
+            other: None,
+        },
+    );
+    for extra in REPOMD_EXTRAS {
+        v.add_undeclared(extra)?;
+    }
+
+    let from_repomd = Source {
+        label: "repomd.xml",
+        path: REPOMD_PATH,
+    };
+    for d in &repomd.data {
+        v.verify(&d.href, &d.checksum, d.size, &from_repomd)?;
+    }
+
+    let primary = repomd
+        .primary()
+        .ok_or_else(|| invalid(REPOMD_PATH, "no <data type=\"primary\">"))?;
+    let file = File::open(v.root.join(&primary.href)).map_err(io_err(&primary.href))?;
+    let packages = parse_primary(&primary.href, BufReader::new(file), limits)?;
+    let from_primary = Source {
+        label: "primary",
+        path: &primary.href,
+    };
+    for p in &packages {
+        v.verify(&p.href, &p.checksum, Some(p.size), &from_primary)?;
+    }
+
+    let unreferenced = v.unreferenced()?;
+    let files = v
+        .files
+        .into_iter()
+        .map(|(path, a)| RepoFile {
+            path,
+            size: a.size,
+            sha256: a.sha256,
+        })
+        .collect();
+    Ok(ValidatedRepo {
+        files,
+        repomd,
+        repomd_bytes,
+        unreferenced,
+    })
+}

@@ -1,0 +1,418 @@
+//! The content-addressed blob store: `<data>/objects/sha256/ab/cdef…` holds
+//! verified blobs (read-only), `<data>/tmp/` holds partial ones that a later
+//! push resumes. Blobs are hashed while they are written and renamed into
+//! `objects/` only once size and digest both match.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::digest::{HashingWriter, Sha256Digest};
+
+/// Why a blob could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("blob {digest}: chunk at offset {got}, expected {expected}")]
+    WrongOffset {
+        digest: Sha256Digest,
+        got: u64,
+        expected: u64,
+    },
+    #[error("blob {digest}: {got} bytes received, longer than the declared {declared}")]
+    TooLong {
+        digest: Sha256Digest,
+        got: u64,
+        declared: u64,
+    },
+    #[error("blob {digest}: {got} bytes received, shorter than the declared {declared}")]
+    TooShort {
+        digest: Sha256Digest,
+        got: u64,
+        declared: u64,
+    },
+    #[error("blob {digest}: content hashes to {actual}")]
+    DigestMismatch {
+        digest: Sha256Digest,
+        actual: Sha256Digest,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Fsyncs a directory so a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The store rooted at a data directory.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    objects: PathBuf,
+    tmp: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let objects = data_dir.join("objects").join("sha256");
+        let tmp = data_dir.join("tmp");
+        fs::create_dir_all(&objects).map_err(io_err("create", &objects))?;
+        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+        Ok(Self { objects, tmp })
+    }
+
+    /// Where a verified blob lives.
+    pub fn path(&self, digest: &Sha256Digest) -> PathBuf {
+        let hex = digest.to_hex();
+        self.objects.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// True when the verified blob is present.
+    pub fn has(&self, digest: &Sha256Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    fn partial_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.tmp.join(format!("{}.part", digest.to_hex()))
+    }
+
+    /// Bytes of `digest` already received (0 when none), for resuming.
+    pub fn partial_len(&self, digest: &Sha256Digest) -> u64 {
+        fs::metadata(self.partial_path(digest))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    /// Opens a partial blob to continue writing at `offset`, which must be
+    /// what [`BlobStore::partial_len`] reported (or 0 to start over). The
+    /// bytes already there are re-hashed so the final digest covers them.
+    pub fn begin(
+        &self,
+        digest: Sha256Digest,
+        size: u64,
+        offset: u64,
+    ) -> Result<PartialBlob, StoreError> {
+        let path = self.partial_path(&digest);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let have = file.metadata().map_err(io_err("stat", &path))?.len();
+        let offset = offset.min(have).min(size);
+        let mut hasher = Sha256::new();
+        if offset > 0 {
+            let mut limited = (&mut file).take(offset);
+            io::copy(&mut limited, &mut HasherSink(&mut hasher)).map_err(io_err("read", &path))?;
+        }
+        file.set_len(offset).map_err(io_err("truncate", &path))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(io_err("seek", &path))?;
+        Ok(PartialBlob {
+            digest,
+            size,
+            path,
+            writer: HashingWriter::resume(
+                io::BufWriter::with_capacity(256 * 1024, file),
+                hasher,
+                offset,
+            ),
+        })
+    }
+
+    /// Copies a file into the store, hashing as it goes; returns its digest
+    /// and size. A blob already present is not written again.
+    pub fn import_file(&self, source: &Path) -> Result<(Sha256Digest, u64), StoreError> {
+        let mut input = File::open(source).map_err(io_err("open", source))?;
+        let tmp = tempfile_in(&self.tmp)?;
+        let mut w = HashingWriter::new(io::BufWriter::new(
+            File::create(&tmp).map_err(io_err("create", &tmp))?,
+        ));
+        io::copy(&mut input, &mut w).map_err(io_err("copy", source))?;
+        let size = w.written();
+        let (digest, buf) = w.finish();
+        let file = buf.into_inner().map_err(|e| StoreError::Io {
+            op: "write",
+            path: tmp.clone(),
+            source: e.into_error(),
+        })?;
+        self.install(&tmp, file, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// Stores bytes already in memory.
+    pub fn import_bytes(&self, data: &[u8]) -> Result<Sha256Digest, StoreError> {
+        let digest = Sha256Digest::of(data);
+        if self.has(&digest) {
+            return Ok(digest);
+        }
+        let tmp = tempfile_in(&self.tmp)?;
+        let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
+        file.write_all(data).map_err(io_err("write", &tmp))?;
+        self.install(&tmp, file, &digest)?;
+        Ok(digest)
+    }
+
+    /// fsync, make read-only, rename into `objects/`.
+    fn install(&self, tmp: &Path, file: File, digest: &Sha256Digest) -> Result<(), StoreError> {
+        let dest = self.path(digest);
+        if dest.is_file() {
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
+        file.sync_all().map_err(io_err("fsync", tmp))?;
+        drop(file);
+        fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
+            .map_err(io_err("chmod", tmp))?;
+        let dir = dest.parent().unwrap_or(&self.objects);
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
+        sync_dir(dir).map_err(io_err("fsync", dir))
+    }
+
+    /// Removes a verified blob (garbage collection).
+    pub fn remove(&self, digest: &Sha256Digest) -> Result<(), StoreError> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every digest in `objects/`, for garbage collection.
+    pub fn list(&self) -> Result<Vec<Sha256Digest>, StoreError> {
+        let mut out = Vec::new();
+        for dir in fs::read_dir(&self.objects).map_err(io_err("list", &self.objects))? {
+            let dir = dir.map_err(io_err("list", &self.objects))?;
+            let prefix = dir.file_name().to_string_lossy().into_owned();
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = format!("{prefix}{}", f.file_name().to_string_lossy());
+                if let Ok(d) = name.parse() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Partial blobs in `tmp/` (digest, bytes held).
+    pub fn list_partials(&self) -> Vec<(Sha256Digest, u64)> {
+        let Ok(entries) = fs::read_dir(&self.tmp) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let digest = name.strip_suffix(".part")?.parse().ok()?;
+                Some((digest, e.metadata().ok()?.len()))
+            })
+            .collect()
+    }
+
+    /// Drops a partial blob.
+    pub fn discard_partial(&self, digest: &Sha256Digest) {
+        let _ = fs::remove_file(self.partial_path(digest));
+    }
+}
+
+fn tempfile_in(dir: &Path) -> Result<PathBuf, StoreError> {
+    let mut n = [0u8; 8];
+    getrandom::fill(&mut n).map_err(|e| StoreError::Io {
+        op: "random name",
+        path: dir.to_owned(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(dir.join(format!("import-{}.tmp", hex::encode(n))))
+}
+
+struct HasherSink<'a>(&'a mut Sha256);
+
+impl Write for HasherSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A blob being received. Chunks must arrive in order; the digest is
+/// checked when the last byte is in.
+pub struct PartialBlob {
+    digest: Sha256Digest,
+    size: u64,
+    path: PathBuf,
+    writer: HashingWriter<io::BufWriter<File>>,
+}
+
+impl PartialBlob {
+    /// The blob being written.
+    pub fn digest(&self) -> Sha256Digest {
+        self.digest
+    }
+
+    /// Bytes held so far.
+    pub fn written(&self) -> u64 {
+        self.writer.written()
+    }
+
+    /// True once every declared byte is in.
+    pub fn is_complete(&self) -> bool {
+        self.written() == self.size
+    }
+
+    /// Appends a chunk that starts at `offset`.
+    pub fn write_chunk(&mut self, offset: u64, data: &[u8]) -> Result<(), StoreError> {
+        let expected = self.written();
+        if offset != expected {
+            return Err(StoreError::WrongOffset {
+                digest: self.digest,
+                got: offset,
+                expected,
+            });
+        }
+        let end = offset + data.len() as u64;
+        if end > self.size {
+            return Err(StoreError::TooLong {
+                digest: self.digest,
+                got: end,
+                declared: self.size,
+            });
+        }
+        self.writer
+            .write_all(data)
+            .map_err(io_err("write", &self.path))
+    }
+
+    /// Flushes what was received so far so a later push can resume from it.
+    pub fn suspend(self) -> Result<(), StoreError> {
+        let (_, mut buf) = self.writer.finish();
+        buf.flush().map_err(io_err("write", &self.path))
+    }
+
+    /// Checks size and digest, then moves the blob into `objects/`. On a
+    /// mismatch the partial file is deleted so the next push starts over.
+    pub fn finish(self, store: &BlobStore) -> Result<(), StoreError> {
+        let written = self.written();
+        if written != self.size {
+            let (digest, declared) = (self.digest, self.size);
+            // Keep what arrived: a later push resumes from it.
+            self.suspend()?;
+            return Err(StoreError::TooShort {
+                digest,
+                got: written,
+                declared,
+            });
+        }
+        let (actual, buf) = self.writer.finish();
+        if actual != self.digest {
+            let _ = fs::remove_file(&self.path);
+            return Err(StoreError::DigestMismatch {
+                digest: self.digest,
+                actual,
+            });
+        }
+        let file = buf.into_inner().map_err(|e| StoreError::Io {
+            op: "write",
+            path: self.path.clone(),
+            source: e.into_error(),
+        })?;
+        store.install(&self.path, file, &self.digest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receive_resume_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"hello, hotpush blob".to_vec();
+        let digest = Sha256Digest::of(&data);
+
+        let mut p = store.begin(digest, data.len() as u64, 0).unwrap();
+        p.write_chunk(0, &data[..5]).unwrap();
+        p.suspend().unwrap();
+        assert_eq!(store.partial_len(&digest), 5);
+
+        let mut p = store.begin(digest, data.len() as u64, 5).unwrap();
+        assert!(matches!(
+            p.write_chunk(3, b"x"),
+            Err(StoreError::WrongOffset { expected: 5, .. })
+        ));
+        p.write_chunk(5, &data[5..]).unwrap();
+        assert!(matches!(
+            p.write_chunk(data.len() as u64, b"x"),
+            Err(StoreError::TooLong { .. })
+        ));
+        p.finish(&store).unwrap();
+        assert!(store.has(&digest));
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
+        assert_eq!(store.partial_len(&digest), 0);
+        assert_eq!(store.list().unwrap(), vec![digest]);
+    }
+
+    #[test]
+    fn refuses_wrong_content_and_short_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let digest = Sha256Digest::of(b"right");
+        let mut p = store.begin(digest, 5, 0).unwrap();
+        p.write_chunk(0, b"wrong").unwrap();
+        assert!(matches!(
+            p.finish(&store),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!store.has(&digest));
+        assert_eq!(store.partial_len(&digest), 0, "a bad blob is not resumed");
+
+        let mut p = store.begin(digest, 5, 0).unwrap();
+        p.write_chunk(0, b"rig").unwrap();
+        assert!(matches!(
+            p.finish(&store),
+            Err(StoreError::TooShort { got: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn import_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, b"package").unwrap();
+        let (d, n) = store.import_file(&src).unwrap();
+        assert_eq!((d, n), (Sha256Digest::of(b"package"), 7));
+        assert_eq!(store.import_file(&src).unwrap().0, d);
+        assert_eq!(store.import_bytes(b"package").unwrap(), d);
+        assert!(
+            fs::metadata(store.path(&d))
+                .unwrap()
+                .permissions()
+                .readonly()
+        );
+    }
+}
