@@ -385,7 +385,6 @@ enum XmlStep<'b> {
     Open {
         e: BytesStart<'b>,
         depth: usize,
-        empty: bool,
     },
     /// End of an element at `depth`; for empty elements it follows `Open`.
     Close {
@@ -447,7 +446,6 @@ impl<R: BufRead> XmlWalker<R> {
                 XmlStep::Open {
                     e,
                     depth: self.depth,
-                    empty: false,
                 }
             }
             Event::Empty(e) => {
@@ -456,7 +454,6 @@ impl<R: BufRead> XmlWalker<R> {
                 XmlStep::Open {
                     e,
                     depth: self.depth,
-                    empty: true,
                 }
             }
             Event::End(_) => {
@@ -555,7 +552,7 @@ pub fn parse_repomd(xml: &[u8]) -> Result<Repomd, RepoError> {
             Err(Err(e)) => return Err(w.xml_error(&e)),
         };
         match step {
-            XmlStep::Open { e, depth, .. } => {
+            XmlStep::Open { e, depth } => {
                 let name = e.name();
                 match (depth, name.as_ref()) {
                     (1, "repomd") if !root_seen => root_seen = true,
@@ -772,7 +769,7 @@ fn parse_primary_xml(
             }
         };
         match step {
-            XmlStep::Open { e, depth, .. } => {
+            XmlStep::Open { e, depth } => {
                 let name = e.name();
                 match (depth, name.as_ref()) {
                     (1, "metadata") if !root_seen => {
@@ -1334,4 +1331,795 @@ pub fn validate_repo(
         repomd_bytes,
         unreferenced,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::path::Path;
+
+    use proptest::prelude::*;
+
+    #[derive(Clone, Copy, Debug)]
+    enum Comp {
+        Gz,
+        Zst,
+        Xz,
+        Plain,
+        /// Stored as-is under a .zck name: we must refuse, not guess.
+        Zck,
+    }
+
+    impl Comp {
+        fn ext(self) -> &'static str {
+            match self {
+                Comp::Gz => ".gz",
+                Comp::Zst => ".zst",
+                Comp::Xz => ".xz",
+                Comp::Plain => "",
+                Comp::Zck => ".zck",
+            }
+        }
+        fn compress(self, data: &[u8]) -> Vec<u8> {
+            match self {
+                Comp::Gz => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(data).unwrap();
+                    e.finish().unwrap()
+                }
+                Comp::Zst => zstd::encode_all(data, 3).unwrap(),
+                Comp::Xz => {
+                    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+                    e.write_all(data).unwrap();
+                    e.finish().unwrap()
+                }
+                Comp::Plain | Comp::Zck => data.to_vec(),
+            }
+        }
+    }
+
+    fn hex_of(kind: &str, data: &[u8]) -> String {
+        match kind {
+            "md5" => hex::encode(&md5::Md5::digest(data)[..]),
+            "sha" | "sha1" => hex::encode(&sha1::Sha1::digest(data)[..]),
+            "sha512" => hex::encode(&sha2::Sha512::digest(data)[..]),
+            _ => Sha256Digest::of(data).to_hex(),
+        }
+    }
+
+    /// A package as createrepo_c writes it, `<format>` and all.
+    fn package_xml(name: &str, href: &str, kind: &str, hex: &str, size: u64) -> String {
+        format!(
+            r#"<package type="rpm">
+  <name>{name}</name>
+  <arch>noarch</arch>
+  <version epoch="0" ver="1" rel="1"/>
+  <checksum type="{kind}" pkgid="YES">{hex}</checksum>
+  <summary>Say &lt;hello&gt; &amp; more</summary>
+  <description><![CDATA[A <test> package]]></description>
+  <packager></packager>
+  <url>https://example.org/?a=1&amp;b=2</url>
+  <time file="1700000000" build="1700000000"/>
+  <size package="{size}" installed="42" archive="300"/>
+  <location href="{href}"/>
+  <format>
+    <rpm:license>MIT</rpm:license>
+    <rpm:vendor/>
+    <rpm:group>Unspecified</rpm:group>
+    <rpm:buildhost>localhost</rpm:buildhost>
+    <rpm:sourcerpm>{name}-1-1.src.rpm</rpm:sourcerpm>
+    <rpm:header-range start="4504" end="5969"/>
+    <rpm:provides>
+      <rpm:entry name="{name}" flags="EQ" epoch="0" ver="1" rel="1"/>
+    </rpm:provides>
+    <file>/usr/bin/{name}</file>
+  </format>
+</package>
+"#
+        )
+    }
+
+    fn primary_xml(packages: &[String]) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"{}\">\n{}</metadata>\n",
+            packages.len(),
+            packages.concat()
+        )
+    }
+
+    struct DataSpec {
+        kind: &'static str,
+        href: String,
+        checksum_type: &'static str,
+        checksum: String,
+        size: u64,
+        timestamp: u64,
+    }
+
+    /// repomd.xml in createrepo_c's layout.
+    fn repomd_xml(data: &[DataSpec]) -> String {
+        let mut s = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\">\n  <revision>1700000000</revision>\n",
+        );
+        for d in data {
+            s.push_str(&format!(
+                "  <data type=\"{}\">\n    <checksum type=\"{}\">{}</checksum>\n    <open-checksum type=\"sha256\">{}</open-checksum>\n    <location href=\"{}\"/>\n    <timestamp>{}</timestamp>\n    <size>{}</size>\n    <open-size>999</open-size>\n  </data>\n",
+                d.kind, d.checksum_type, d.checksum, "0".repeat(64), d.href, d.timestamp, d.size
+            ));
+        }
+        s.push_str("</repomd>\n");
+        s
+    }
+
+    fn write(root: &Path, rel: &str, bytes: &[u8]) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
+
+    const HELLO: &str = "Packages/h/hello-1-1.noarch.rpm";
+    const WORLD: &str = "Packages/w/world-2-1.noarch.rpm";
+
+    /// A repo at `<tmp>/repo` (so `../x` stays inside the temp dir). Each
+    /// package: (href, content, checksum type).
+    struct TestRepo {
+        tmp: tempfile::TempDir,
+        primary_href: String,
+        filelists_href: String,
+    }
+
+    impl TestRepo {
+        fn root(&self) -> PathBuf {
+            self.tmp.path().join("repo")
+        }
+        fn validate(&self) -> Result<ValidatedRepo, RepoError> {
+            validate_repo(&self.root(), &Limits::default(), &mut NoCache)
+        }
+    }
+
+    fn build_with(comp: Comp, packages: &[(&str, &[u8], &'static str)]) -> TestRepo {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        fs::create_dir_all(&root).unwrap();
+        let mut pkg_xml = Vec::new();
+        for (i, (href, content, kind)) in packages.iter().enumerate() {
+            write(&root, href, content);
+            pkg_xml.push(package_xml(
+                &format!("pkg{i}"),
+                href,
+                kind,
+                &hex_of(kind, content),
+                content.len() as u64,
+            ));
+        }
+        let primary = comp.compress(primary_xml(&pkg_xml).as_bytes());
+        let primary_sha = Sha256Digest::of(&primary).to_hex();
+        let primary_href = format!("repodata/{primary_sha}-primary.xml{}", comp.ext());
+        write(&root, &primary_href, &primary);
+        let filelists = b"<filelists/>".to_vec();
+        let filelists_sha = Sha256Digest::of(&filelists).to_hex();
+        let filelists_href = format!("repodata/{filelists_sha}-filelists.xml");
+        write(&root, &filelists_href, &filelists);
+        let repomd = repomd_xml(&[
+            DataSpec {
+                kind: "primary",
+                href: primary_href.clone(),
+                checksum_type: "sha256",
+                checksum: primary_sha,
+                size: primary.len() as u64,
+                timestamp: 1_700_000_100,
+            },
+            DataSpec {
+                kind: "filelists",
+                href: filelists_href.clone(),
+                checksum_type: "sha256",
+                checksum: filelists_sha,
+                size: filelists.len() as u64,
+                timestamp: 1_700_000_200,
+            },
+        ]);
+        write(&root, REPOMD_PATH, repomd.as_bytes());
+        TestRepo {
+            tmp,
+            primary_href,
+            filelists_href,
+        }
+    }
+
+    fn build(comp: Comp) -> TestRepo {
+        build_with(
+            comp,
+            &[
+                (HELLO, b"hello rpm bytes", "sha256"),
+                (WORLD, b"world rpm bytes!", "sha256"),
+            ],
+        )
+    }
+
+    #[test]
+    fn good_repo_every_compression() {
+        for comp in [Comp::Gz, Comp::Zst, Comp::Xz, Comp::Plain] {
+            let repo = build(comp);
+            let v = repo.validate().unwrap_or_else(|e| panic!("{comp:?}: {e}"));
+            let paths: Vec<&str> = v.files.iter().map(|f| f.path.as_str()).collect();
+            let mut expected = vec![
+                HELLO,
+                WORLD,
+                repo.filelists_href.as_str(),
+                repo.primary_href.as_str(),
+                REPOMD_PATH,
+            ];
+            expected.sort();
+            assert_eq!(paths, expected, "{comp:?}");
+            let hello = v.files.iter().find(|f| f.path == HELLO).unwrap();
+            assert_eq!(hello.sha256, Sha256Digest::of(b"hello rpm bytes"));
+            assert_eq!(hello.size, 15);
+            assert!(v.unreferenced.is_empty(), "{:?}", v.unreferenced);
+            assert_eq!(
+                v.repomd_bytes,
+                fs::read(repo.root().join(REPOMD_PATH)).unwrap()
+            );
+            assert_eq!(v.repomd.max_timestamp(), Some(1_700_000_200));
+        }
+    }
+
+    #[test]
+    fn md5_sha1_and_sha512_declarations_verify() {
+        let repo = build_with(
+            Comp::Gz,
+            &[
+                ("Packages/a.rpm", b"aaa", "md5"),
+                ("Packages/b.rpm", b"bbb", "sha"),
+                ("Packages/c.rpm", b"ccc", "sha512"),
+            ],
+        );
+        let v = repo.validate().unwrap();
+        assert_eq!(v.files.len(), 6);
+        // A wrong sha1 is reported as a sha1 mismatch.
+        fs::write(repo.root().join("Packages/b.rpm"), b"bbB").unwrap();
+        let err = repo.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("Packages/b.rpm: sha1 mismatch: primary declares "),
+            "{err}"
+        );
+        assert!(err.contains(&hex_of("sha1", b"bbB")), "{err}");
+    }
+
+    #[test]
+    fn wrong_checksum_on_data_file_names_file_and_both_hashes() {
+        let repo = build(Comp::Gz);
+        let path = repo.root().join(&repo.filelists_href);
+        let good = fs::read(&path).unwrap();
+        let bad = b"<filelistX/>".to_vec();
+        assert_eq!(good.len(), bad.len());
+        fs::write(&path, &bad).unwrap();
+        let err = repo.validate().unwrap_err();
+        assert!(matches!(err, RepoError::ChecksumMismatch { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: sha256 mismatch: repomd.xml declares {}, file has {}",
+                repo.filelists_href,
+                Sha256Digest::of(&good).to_hex(),
+                Sha256Digest::of(&bad).to_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn missing_package() {
+        let repo = build(Comp::Zst);
+        fs::remove_file(repo.root().join(HELLO)).unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!("{HELLO}: missing (listed in primary)")
+        );
+        // A missing directory reads the same.
+        fs::remove_dir_all(repo.root().join("Packages/w")).unwrap();
+        fs::write(repo.root().join(HELLO), b"hello rpm bytes").unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!("{WORLD}: missing (listed in primary)")
+        );
+    }
+
+    #[test]
+    fn wrong_package_size() {
+        let repo = build_with(Comp::Gz, &[("Packages/h/x.rpm", b"0123456789ab", "sha256")]);
+        fs::write(repo.root().join("Packages/h/x.rpm"), b"0123456789").unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            "Packages/h/x.rpm: size 10 but primary declares 12"
+        );
+    }
+
+    #[test]
+    fn unsafe_hrefs_are_refused() {
+        let repo = build_with(Comp::Gz, &[("../x.rpm", b"outside", "sha256")]);
+        let err = repo.validate().unwrap_err();
+        assert!(
+            matches!(&err, RepoError::UnsafeHref { href, .. } if href == "../x.rpm"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("'..' segment"), "{err}");
+        let limits = Limits::default();
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/.",
+            "a/../b",
+            "a\\b",
+            "a\0b",
+            "a/",
+        ] {
+            assert!(check_href(bad, &limits).is_err(), "{bad:?}");
+        }
+        assert!(check_href(&"a".repeat(256), &limits).is_err());
+        assert!(check_href("Packages/h/hello-1.rpm", &limits).is_ok());
+        assert!(check_href("..a/b..", &limits).is_ok());
+    }
+
+    #[test]
+    fn symlinks_are_refused() {
+        let repo = build(Comp::Gz);
+        let root = repo.root();
+        // A package that is a symlink, even to a file with the right content.
+        let outside = repo.tmp.path().join("outside.rpm");
+        fs::write(&outside, b"hello rpm bytes").unwrap();
+        fs::remove_file(root.join(HELLO)).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join(HELLO)).unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!(
+                "{HELLO}: is a symlink; only regular files inside the repository are published"
+            )
+        );
+        // A symlinked directory on the way.
+        fs::remove_file(root.join(HELLO)).unwrap();
+        fs::rename(root.join("Packages/h"), repo.tmp.path().join("h")).unwrap();
+        std::os::unix::fs::symlink(repo.tmp.path().join("h"), root.join("Packages/h")).unwrap();
+        fs::write(
+            repo.tmp.path().join("h/hello-1-1.noarch.rpm"),
+            b"hello rpm bytes",
+        )
+        .unwrap();
+        let err = repo.validate().unwrap_err();
+        assert!(
+            matches!(&err, RepoError::Symlink { path } if path == "Packages/h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_checksum_types_are_refused() {
+        let xml = primary_xml(&[package_xml("x", "x.rpm", "sha384", &"a".repeat(96), 1)]);
+        let err = parse_primary("primary.xml", xml.as_bytes(), &Limits::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "primary.xml: x.rpm: unsupported checksum type \"sha384\""
+        );
+        let repomd = repomd_xml(&[DataSpec {
+            kind: "primary",
+            href: "repodata/p.xml.gz".into(),
+            checksum_type: "crc32",
+            checksum: "abcd".into(),
+            size: 1,
+            timestamp: 1,
+        }]);
+        let err = parse_repomd(repomd.as_bytes()).unwrap_err();
+        assert!(matches!(err, RepoError::UnsupportedChecksum { ref kind, .. } if kind == "crc32"));
+        assert!(
+            err.to_string()
+                .contains("unsupported checksum type \"crc32\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_checksum_values_are_refused() {
+        let xml = primary_xml(&[package_xml("x", "x.rpm", "sha256", "xyz", 1)]);
+        let err = parse_primary("primary.xml", xml.as_bytes(), &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("is not 64 hex digits"), "{err}");
+        // Upper case is accepted and normalised.
+        let upper = "AB".repeat(32);
+        let xml = primary_xml(&[package_xml("x", "x.rpm", "SHA256", &upper, 1)]);
+        let p = parse_primary("primary.xml", xml.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(p[0].checksum.hex, "ab".repeat(32));
+    }
+
+    #[test]
+    fn zchunk_primary_is_unsupported() {
+        let err =
+            parse_primary("repodata/x-primary.xml.zck", &b""[..], &Limits::default()).unwrap_err();
+        assert!(matches!(err, RepoError::UnsupportedCompression { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("repodata/x-primary.xml.zck: unsupported compression")
+        );
+        let repo = build(Comp::Zck);
+        assert!(matches!(
+            repo.validate().unwrap_err(),
+            RepoError::UnsupportedCompression { file } if file == repo.primary_href
+        ));
+    }
+
+    #[test]
+    fn unreferenced_files_are_listed() {
+        let repo = build(Comp::Xz);
+        let root = repo.root();
+        write(&root, "notes.txt", b"x");
+        write(&root, "Packages/h/stale-0-1.noarch.rpm", b"old");
+        write(&root, "repodata/old-primary.xml.gz", b"old");
+        write(&root, ".repodata/repomd.xml", b"half-built");
+        // Symlinks are neither published nor followed.
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("notes.txt"), root.join("notes-link")).unwrap();
+        let v = repo.validate().unwrap();
+        assert_eq!(
+            v.unreferenced,
+            [
+                ".repodata/repomd.xml",
+                "Packages/h/stale-0-1.noarch.rpm",
+                "notes.txt",
+                "repodata/old-primary.xml.gz",
+            ]
+        );
+        assert_eq!(v.files.len(), 5);
+    }
+
+    #[test]
+    fn signature_and_key_are_published_when_present() {
+        let repo = build(Comp::Gz);
+        write(&repo.root(), "repodata/repomd.xml.asc", b"sig");
+        let v = repo.validate().unwrap();
+        assert!(v.files.iter().any(|f| f.path == "repodata/repomd.xml.asc"));
+        assert!(!v.files.iter().any(|f| f.path == "repodata/repomd.xml.key"));
+        assert!(v.unreferenced.is_empty());
+    }
+
+    #[test]
+    fn not_a_repo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = validate_repo(tmp.path(), &Limits::default(), &mut NoCache).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "repodata/repomd.xml: not found — is {} a yum repository?",
+                tmp.path().display()
+            )
+        );
+    }
+
+    /// The cache trusts an unchanged stat identity instead of re-reading the
+    /// file (DESIGN §6). Proof that it does not re-hash: a file whose content
+    /// is wrong but whose identity is cached with the declared sha256 passes.
+    /// That is the intended trade-off: publishing a large repo stats every
+    /// file but reads only the new ones; content changed without any change
+    /// to size, mtime, inode or device goes unnoticed.
+    #[test]
+    fn cache_hit_skips_reading() {
+        let repo = build(Comp::Gz);
+        let mut cache = MemoryCache::default();
+        let first = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        // repomd.xml (read in full anyway) and the .asc/.key are not cached.
+        assert_eq!(cache.entries.len(), 4);
+
+        let path = repo.root().join(HELLO);
+        fs::write(&path, b"HELLO RPM BYTES").unwrap();
+        let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
+        cache.put(key, Sha256Digest::of(b"hello rpm bytes"));
+        let second = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        assert_eq!(first.files, second.files);
+
+        // Without the cache the corruption is found.
+        assert!(matches!(
+            repo.validate().unwrap_err(),
+            RepoError::ChecksumMismatch { path, .. } if path == HELLO
+        ));
+        // A cached value that disagrees with the declaration is re-checked.
+        let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
+        cache.put(key, Sha256Digest::of(b"something else"));
+        assert!(validate_repo(&repo.root(), &Limits::default(), &mut cache).is_err());
+    }
+
+    #[test]
+    fn duplicate_packages_are_published_once() {
+        let repo = build_with(
+            Comp::Gz,
+            &[
+                (HELLO, b"hello rpm bytes", "sha256"),
+                (HELLO, b"hello rpm bytes", "sha256"),
+            ],
+        );
+        let v = repo.validate().unwrap();
+        assert_eq!(v.files.iter().filter(|f| f.path == HELLO).count(), 1);
+        assert_eq!(v.files.len(), 4);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let repo = build(Comp::Gz);
+        let check = |limits: Limits, name: &str| {
+            let err = validate_repo(&repo.root(), &limits, &mut NoCache).unwrap_err();
+            assert!(
+                matches!(&err, RepoError::LimitExceeded { limit_name, .. } if *limit_name == name),
+                "{name}: {err}"
+            );
+        };
+        check(
+            Limits {
+                max_entries: 4,
+                ..Limits::default()
+            },
+            "max_entries",
+        );
+        check(
+            Limits {
+                max_entries: 1,
+                ..Limits::default()
+            },
+            "max_entries",
+        );
+        check(
+            Limits {
+                max_blob_bytes: 15,
+                ..Limits::default()
+            },
+            "max_blob_bytes",
+        );
+        check(
+            Limits {
+                max_total_bytes: 1000,
+                ..Limits::default()
+            },
+            "max_total_bytes",
+        );
+        check(
+            Limits {
+                max_primary_bytes: 100,
+                ..Limits::default()
+            },
+            "max_primary_bytes",
+        );
+        check(
+            Limits {
+                max_repomd_bytes: 100,
+                ..Limits::default()
+            },
+            "max_repomd_bytes",
+        );
+        // Exactly at the limits is fine.
+        let v = repo.validate().unwrap();
+        let total: u64 = v.files.iter().map(|f| f.size).sum();
+        let limits = Limits {
+            max_entries: 5,
+            max_blob_bytes: v.files.iter().map(|f| f.size).max().unwrap(),
+            max_total_bytes: total,
+            ..Limits::default()
+        };
+        validate_repo(&repo.root(), &limits, &mut NoCache).unwrap();
+    }
+
+    #[test]
+    fn decompression_limit_is_exact() {
+        let xml = primary_xml(&[]);
+        let gz = Comp::Gz.compress(xml.as_bytes());
+        let at = Limits {
+            max_primary_bytes: xml.len() as u64,
+            ..Limits::default()
+        };
+        assert!(parse_primary("p.xml.gz", &gz[..], &at).unwrap().is_empty());
+        let under = Limits {
+            max_primary_bytes: xml.len() as u64 - 1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_primary("p.xml.gz", &gz[..], &under).unwrap_err(),
+            RepoError::LimitExceeded {
+                limit_name: "max_primary_bytes",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn max_timestamp_is_the_largest_data_timestamp() {
+        let repomd = repomd_xml(&[
+            DataSpec {
+                kind: "primary",
+                href: "repodata/p.xml.gz".into(),
+                checksum_type: "sha256",
+                checksum: "a".repeat(64),
+                size: 1,
+                timestamp: 1_700_000_300,
+            },
+            DataSpec {
+                kind: "other",
+                href: "repodata/o.xml.gz".into(),
+                checksum_type: "sha256",
+                checksum: "b".repeat(64),
+                size: 1,
+                timestamp: 1_700_000_900,
+            },
+        ]);
+        let r = parse_repomd(repomd.as_bytes()).unwrap();
+        assert_eq!(r.max_timestamp(), Some(1_700_000_900));
+        assert_eq!(r.revision.as_deref(), Some("1700000000"));
+        let empty = parse_repomd(b"<repomd><revision>5</revision></repomd>").unwrap();
+        assert_eq!(empty.max_timestamp(), None);
+        // Old tools wrote float timestamps.
+        assert_eq!(parse_timestamp("1330526906.62"), Some(1_330_526_906));
+    }
+
+    /// Verbatim layout of createrepo_c 0.17 output (empty-repo sizes from
+    /// research/metalink.md §4), including tags, zchunk-only and _db fields.
+    #[test]
+    fn parses_createrepo_c_repomd() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo" xmlns:rpm="http://linux.duke.edu/metadata/rpm">
+  <revision>1700000000</revision>
+  <tags>
+    <content>binary-x86_64</content>
+  </tags>
+  <data type="primary">
+    <checksum type="sha256">3b22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a</checksum>
+    <open-checksum type="sha256">1c5a3f0c9e7e61bd4d6df1bdb50d6a9ad2d5ee5f4f0e1b0bb8f3a8f2d3c1b0a9</open-checksum>
+    <location href="repodata/3b22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a-primary.xml.gz"/>
+    <timestamp>1700000000</timestamp>
+    <size>134</size>
+    <open-size>167</open-size>
+  </data>
+  <data type="primary_db">
+    <checksum type="sha256">aa22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a</checksum>
+    <open-checksum type="sha256">bb5a3f0c9e7e61bd4d6df1bdb50d6a9ad2d5ee5f4f0e1b0bb8f3a8f2d3c1b0a9</open-checksum>
+    <location href="repodata/aa-primary.sqlite.bz2"/>
+    <timestamp>1700000001</timestamp>
+    <size>1335</size>
+    <open-size>106496</open-size>
+    <database_version>10</database_version>
+  </data>
+  <data type="primary_zck">
+    <checksum type="sha256">cc22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a</checksum>
+    <open-checksum type="sha256">dd5a3f0c9e7e61bd4d6df1bdb50d6a9ad2d5ee5f4f0e1b0bb8f3a8f2d3c1b0a9</open-checksum>
+    <header-checksum type="sha256">ee5a3f0c9e7e61bd4d6df1bdb50d6a9ad2d5ee5f4f0e1b0bb8f3a8f2d3c1b0a9</header-checksum>
+    <location href="repodata/cc-primary.xml.zck"/>
+    <timestamp>1700000002</timestamp>
+    <size>300</size>
+    <open-size>167</open-size>
+    <header-size>132</header-size>
+  </data>
+</repomd>
+"#;
+        let r = parse_repomd(xml).unwrap();
+        assert_eq!(r.revision.as_deref(), Some("1700000000"));
+        assert_eq!(r.data.len(), 3);
+        let p = r.primary().unwrap();
+        assert_eq!(
+            p,
+            &RepomdData {
+                kind: "primary".into(),
+                href: "repodata/3b22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a-primary.xml.gz".into(),
+                checksum: Checksum {
+                    kind: ChecksumKind::Sha256,
+                    hex: "3b22b3a6a1b9a8a3e7c45c2cfd07d6d0b1bc3f2b4e3a8d9c1f0e6b5a4d3c2b1a".into(),
+                },
+                size: Some(134),
+                timestamp: Some(1_700_000_000),
+            }
+        );
+        assert_eq!(r.data[2].href, "repodata/cc-primary.xml.zck");
+        assert_eq!(r.max_timestamp(), Some(1_700_000_002));
+    }
+
+    #[test]
+    fn parses_createrepo_c_primary() {
+        let hex = "a".repeat(64);
+        let xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="1">
+<package type="rpm">
+  <name>hello</name>
+  <arch>noarch</arch>
+  <version epoch="0" ver="1" rel="1"/>
+  <checksum type="sha256" pkgid="YES">{hex}</checksum>
+  <summary>hello</summary>
+  <description>hello</description>
+  <packager></packager>
+  <url></url>
+  <time file="1700000000" build="1700000000"/>
+  <size package="6154" installed="0" archive="124"/>
+  <location href="Packages/h/hello-1-1.noarch.rpm"/>
+  <format>
+    <rpm:license>MIT</rpm:license>
+    <rpm:vendor></rpm:vendor>
+    <rpm:group>Unspecified</rpm:group>
+    <rpm:buildhost>builder</rpm:buildhost>
+    <rpm:sourcerpm>hello-1-1.src.rpm</rpm:sourcerpm>
+    <rpm:header-range start="4504" end="5969"/>
+    <rpm:provides>
+      <rpm:entry name="hello" flags="EQ" epoch="0" ver="1" rel="1"/>
+    </rpm:provides>
+  </format>
+</package>
+</metadata>
+"#
+        );
+        let p = parse_primary("primary.xml", xml.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(
+            p,
+            [Package {
+                href: "Packages/h/hello-1-1.noarch.rpm".into(),
+                checksum: Checksum {
+                    kind: ChecksumKind::Sha256,
+                    hex,
+                },
+                size: 6154,
+            }]
+        );
+        // The empty-repo primary createrepo_c writes.
+        let empty = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" xmlns:rpm=\"http://linux.duke.edu/metadata/rpm\" packages=\"0\">\n</metadata>\n";
+        assert!(
+            parse_primary("p.xml", empty.as_bytes(), &Limits::default())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn malformed_primaries_are_refused() {
+        let limits = Limits::default();
+        let hex = "a".repeat(64);
+        let one = package_xml("x", "x.rpm", "sha256", &hex, 1);
+        let cases = [
+            // Truncated.
+            primary_xml(std::slice::from_ref(&one)).replace("</metadata>\n", ""),
+            // Count disagrees.
+            primary_xml(std::slice::from_ref(&one)).replace("packages=\"1\"", "packages=\"2\""),
+            // No location.
+            primary_xml(&[one.replace("<location href=\"x.rpm\"/>", "")]),
+            // Packages outside the repo.
+            primary_xml(&[one.replace("<location ", "<location xml:base=\"http://x/\" ")]),
+            // Wrong root.
+            "<filelists/>".to_owned(),
+            // Undeclared entity.
+            primary_xml(&[one.replace("x.rpm", "&foo;.rpm")]),
+        ];
+        for xml in cases {
+            assert!(
+                parse_primary("p.xml", xml.as_bytes(), &limits).is_err(),
+                "{xml}"
+            );
+        }
+        // Corrupt compressed data is an I/O error naming the file.
+        let err = parse_primary("p.xml.gz", &b"\x1f\x8bnot gzip"[..], &limits).unwrap_err();
+        assert!(err.to_string().starts_with("p.xml.gz: "), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse_repomd(&bytes);
+            let limits = Limits::default();
+            for name in ["p.xml", "p.xml.gz", "p.xml.zst", "p.xml.xz"] {
+                let _ = parse_primary(name, &bytes[..], &limits);
+            }
+        }
+
+        #[test]
+        fn parsers_never_panic_on_xmlish_input(
+            s in "(<[a-z:]{0,9}( [a-z]{1,5}=\"[^\"]{0,8}\")?/?>|</[a-z:]{0,9}>|&[a-z#0-9]{0,4};|[a-z0-9 ]{0,6}){0,40}"
+        ) {
+            let _ = parse_repomd(s.as_bytes());
+            let _ = parse_primary("p.xml", s.as_bytes(), &Limits::default());
+            let wrapped = format!("<metadata><package>{s}</package></metadata>");
+            let _ = parse_primary("p.xml", wrapped.as_bytes(), &Limits::default());
+            let wrapped = format!("<repomd><data type=\"primary\">{s}</data></repomd>");
+            let _ = parse_repomd(wrapped.as_bytes());
+        }
+    }
 }

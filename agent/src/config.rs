@@ -1,0 +1,254 @@
+//! The agent's TOML config. Unknown keys are refused so that a typo is an
+//! error at start-up, not a silently ignored setting during an emergency.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hotpush_shared::Limits;
+use hotpush_shared::identity::PeerId;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::sign::TrustedKeys;
+use serde::Deserialize;
+
+/// dnf's default `metadata_expire`: a client may hold old repodata this long.
+pub const DEFAULT_RETAIN_FOR_SECS: u64 = 48 * 3600;
+
+/// Why the config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Vec<SocketAddr>,
+    #[serde(default)]
+    http_listen: Vec<SocketAddr>,
+    data_dir: PathBuf,
+    serve_root: PathBuf,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    origin_ids: Vec<String>,
+    origin_keys: Vec<String>,
+    repos: Vec<String>,
+    #[serde(default)]
+    retain_for_secs: Option<u64>,
+    #[serde(default)]
+    min_free_bytes: Option<u64>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// A validated config; relative paths are resolved against the file's directory.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub http_listen: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub serve_root: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub origin_ids: Vec<PeerId>,
+    pub origin_keys: TrustedKeys,
+    pub repos: Vec<RepoName>,
+    pub retain_for: Duration,
+    /// Refuse a push that would leave less than this free on the data disk.
+    pub min_free_bytes: u64,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        let invalid = |what: String| ConfigError::Invalid {
+            path: path.into(),
+            what,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        if raw.listen.is_empty() {
+            return Err(invalid(
+                "`listen` needs at least one address, e.g. [\"[::]:7443\"]".into(),
+            ));
+        }
+        let origin_ids = raw
+            .origin_ids
+            .iter()
+            .map(|s| {
+                s.parse::<PeerId>()
+                    .map_err(|e| invalid(format!("origin_ids: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if origin_ids.is_empty() {
+            return Err(invalid(
+                "`origin_ids` is empty: no origin could connect".into(),
+            ));
+        }
+        let origin_keys = TrustedKeys::from_hex(raw.origin_keys.iter().map(String::as_str))
+            .map_err(|e| invalid(format!("origin_keys: {e}")))?;
+        if origin_keys.is_empty() {
+            return Err(invalid(
+                "`origin_keys` is empty: no snapshot could be installed".into(),
+            ));
+        }
+        let repos = raw
+            .repos
+            .iter()
+            .map(|r| RepoName::new(r).map_err(|e| invalid(format!("repos: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            listen: raw.listen,
+            http_listen: raw.http_listen,
+            data_dir: resolve(raw.data_dir),
+            serve_root: resolve(raw.serve_root),
+            tls_cert: resolve(raw.tls_cert),
+            tls_key: resolve(raw.tls_key),
+            origin_ids,
+            origin_keys,
+            repos,
+            retain_for: Duration::from_secs(raw.retain_for_secs.unwrap_or(DEFAULT_RETAIN_FOR_SECS)),
+            min_free_bytes: raw.min_free_bytes.unwrap_or(64 << 20),
+            limits: raw.limits,
+        })
+    }
+
+    /// True when this agent carries `repo`.
+    pub fn carries(&self, repo: &RepoName) -> bool {
+        self.repos.contains(repo)
+    }
+}
+
+/// The commented config `hotpush-agent init` writes.
+pub fn template(
+    origin_ids: &[String],
+    origin_keys: &[String],
+    repos: &[String],
+    listen: &str,
+    http: &str,
+) -> String {
+    let list = |v: &[String]| {
+        v.iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"# hotpush agent configuration. Relative paths are relative to this file.
+# Unknown keys are an error, so a typo cannot be silently ignored.
+
+# Where the origin connects (gRPC over mutual TLS). "[::]" is dual-stack.
+listen = ["{listen}"]
+
+# Optional built-in HTTP server for the served tree (for partners without a
+# front end, and for demos). Leave empty when nginx/Apache serves serve_root.
+http_listen = [{http}]
+
+# Verified blobs, partial downloads and installed manifests.
+data_dir = "data"
+
+# The tree your web server serves: <serve_root>/<repo>/repodata/repomd.xml.
+# Must be on the same filesystem as data_dir (files are hard-linked).
+serve_root = "www"
+
+# This agent's TLS identity; its id was printed by `hotpush-agent init`.
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+
+# Origins allowed to connect, by id (`hotpush-origin init` prints it).
+origin_ids = [{ids}]
+
+# Origin signing keys whose snapshots may be installed. List two during a
+# key rotation (see deploy/ROTATION.md).
+origin_keys = [{keys}]
+
+# Repos this agent carries; pushes for any other repo are refused.
+repos = [{repos}]
+
+# How long files of a replaced snapshot stay reachable (dnf's default
+# metadata_expire is 48 h, so clients may still ask for them).
+# retain_for_secs = 172800
+
+# Refuse pushes that would leave less than this free on the data disk.
+# min_free_bytes = 67108864
+"#,
+        http = if http.is_empty() {
+            String::new()
+        } else {
+            format!("\"{http}\"")
+        },
+        ids = list(origin_ids),
+        keys = list(origin_keys),
+        repos = list(repos),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn template_parses() {
+        let text = template(
+            &[ID.into()],
+            &[KEY.into()],
+            &["f41-critical/x86_64".into()],
+            "[::]:7443",
+            "[::]:8080",
+        );
+        let c = Config::parse(&text, Path::new("/etc/hotpush/agent.toml")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/hotpush/data"));
+        assert_eq!(c.retain_for, Duration::from_secs(DEFAULT_RETAIN_FOR_SECS));
+        assert_eq!(c.http_listen.len(), 1);
+        assert!(c.carries(&RepoName::new("f41-critical/x86_64").unwrap()));
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        let good = template(&[ID.into()], &[KEY.into()], &["r".into()], "[::]:7443", "");
+        let typo = good.replace("serve_root", "serve_rot");
+        assert!(matches!(
+            Config::parse(&typo, Path::new("a.toml")),
+            Err(ConfigError::Parse { .. })
+        ));
+        let bad_id = good.replace(ID, "zz");
+        let err = Config::parse(&bad_id, Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("origin_ids"), "{err}");
+        let no_keys = good.replace(&format!("\"{KEY}\""), "");
+        let err = Config::parse(&no_keys, Path::new("a.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("origin_keys"), "{err}");
+    }
+}

@@ -1,0 +1,47 @@
+//! What this agent serves, for the `Status` RPC and `hotpush-agent status`.
+
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use hotpush_proto as pb;
+
+use crate::push::Agent;
+use crate::state::StateError;
+
+/// Installed version of every configured repo.
+pub fn collect(agent: &Agent) -> Result<pb::AgentStatus, StateError> {
+    let mut repos = Vec::new();
+    for repo in &agent.config.repos {
+        let state = match agent.tree.state.current(repo)? {
+            Some(i) => pb::RepoState {
+                repo: repo.to_string(),
+                version: i.manifest.version,
+                manifest_digest: Bytes::copy_from_slice(&i.signed.digest().0),
+                repomd_sha256: i
+                    .manifest
+                    .repomd()
+                    .map(|e| Bytes::copy_from_slice(&e.sha256.0))
+                    .unwrap_or_default(),
+                installed_unix: i
+                    .since
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+            },
+            None => pb::RepoState {
+                repo: repo.to_string(),
+                ..Default::default()
+            },
+        };
+        repos.push(state);
+    }
+    let disk_free_bytes = rustix::fs::statvfs(&agent.config.data_dir)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(0);
+    Ok(pb::AgentStatus {
+        agent_id: agent.agent_id.clone(),
+        repos,
+        disk_free_bytes,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}

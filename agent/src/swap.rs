@@ -1,0 +1,463 @@
+//! The swap (DESIGN §6): put a verified snapshot live so that no reader ever
+//! sees a mix of two snapshots.
+//!
+//! 1. Packages are hard-linked from `objects/` into `<serve_root>/<repo>/`,
+//!    each through a temporary name and one `rename(2)`, so a path whose
+//!    content changes is replaced whole. New paths are invisible to clients
+//!    until repodata names them. Unchanged paths are not touched: the cost
+//!    is O(what changed).
+//! 2. `.repodata/<version>/` is built beside the live one. It also carries
+//!    the hash-named files of snapshots still inside `retain_for`, so a
+//!    client holding an older repomd.xml still finds what it names.
+//! 3. The manifest is staged in the state directory.
+//! 4. `repodata` is switched by renaming a new symlink over the old one:
+//!    repomd.xml and its .asc change together, in one step.
+//! 5. The staged manifest becomes current.
+//!
+//! A crash anywhere leaves the old or the new snapshot live;
+//! [`recover`] finishes or undoes step 5 at start-up.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use hotpush_shared::Sha256Digest;
+use hotpush_shared::manifest::{Manifest, RepoName};
+use hotpush_shared::sign::SignedManifest;
+use hotpush_shared::store::{BlobStore, sync_dir};
+
+use crate::state::{Installed, StateDir, StateError, io_err, within};
+
+/// Directory holding one repodata directory per version.
+const VERSIONS_DIR: &str = ".repodata";
+/// The symlink clients go through.
+const REPODATA_LINK: &str = "repodata";
+
+/// Why a swap failed. The old snapshot is still live whenever this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("blob {digest} for {path} is missing from the store")]
+    MissingBlob { path: String, digest: Sha256Digest },
+    #[error("{0} exists and is not a symlink: move it away so hotpush can manage the repo")]
+    NotALink(PathBuf),
+}
+
+impl SwapError {
+    /// True when the failure is a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, SwapError::State(StateError::Io { source, .. })
+            if source.raw_os_error() == Some(28) || source.kind() == io::ErrorKind::StorageFull)
+    }
+}
+
+/// Where a repo's files go and what to keep.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    pub store: BlobStore,
+    pub state: StateDir,
+    pub serve_root: PathBuf,
+    pub retain_for: Duration,
+}
+
+impl Tree {
+    /// `<serve_root>/<repo>`.
+    pub fn repo_dir(&self, repo: &RepoName) -> PathBuf {
+        self.serve_root.join(repo.as_str())
+    }
+
+    /// Puts `manifest` live. `previous` are the current and retained
+    /// snapshots (for the O(changed) diff and the carried-over repodata).
+    pub fn install(&self, signed: &SignedManifest, manifest: &Manifest) -> Result<(), SwapError> {
+        let repo = &manifest.repo;
+        let repo_dir = self.repo_dir(repo);
+        fs::create_dir_all(&repo_dir).map_err(io_err("create", &repo_dir))?;
+        let current = self.state.current(repo)?;
+        let now = SystemTime::now();
+        let kept: Vec<Installed> = self
+            .state
+            .retained(repo)?
+            .into_iter()
+            .filter(|r| within(r.since, self.retain_for, now))
+            .collect();
+
+        // 1. Packages, skipping those already live with the same content.
+        let live: HashMap<&str, Sha256Digest> = current
+            .iter()
+            .flat_map(|c| c.manifest.entries.iter())
+            .map(|e| (e.path.as_str(), e.sha256))
+            .collect();
+        let mut touched_dirs = BTreeSet::new();
+        for e in manifest.entries.iter().filter(|e| !e.is_repodata()) {
+            let dest = repo_dir.join(e.path.as_str());
+            if live.get(e.path.as_str()) == Some(&e.sha256) && dest.is_file() {
+                continue;
+            }
+            self.place(&e.sha256, e.path.as_str(), &dest)?;
+            touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        for dir in &touched_dirs {
+            sync_dir(dir).map_err(io_err("fsync", dir))?;
+        }
+
+        // 2. The new repodata directory, built under a temporary name.
+        let versions = repo_dir.join(VERSIONS_DIR);
+        let vdir = versions.join(manifest.version.to_string());
+        let building = versions.join(format!("{}.building", manifest.version));
+        for stale in [&vdir, &building] {
+            if stale.exists() {
+                fs::remove_dir_all(stale).map_err(io_err("remove", stale))?;
+            }
+        }
+        fs::create_dir_all(&building).map_err(io_err("create", &building))?;
+        let mut names = HashSet::new();
+        for e in manifest.entries.iter().filter(|e| e.is_repodata()) {
+            names.insert(e.path.file_name().to_owned());
+            self.place(
+                &e.sha256,
+                e.path.as_str(),
+                &building.join(e.path.file_name()),
+            )?;
+        }
+        for old in current.iter().chain(kept.iter()) {
+            for e in old.manifest.entries.iter().filter(|e| e.is_repodata()) {
+                let name = e.path.file_name();
+                // repomd.xml and its signature are per-version; never carry them.
+                if name.starts_with("repomd.xml") || !names.insert(name.to_owned()) {
+                    continue;
+                }
+                if self.store.has(&e.sha256) {
+                    self.place(&e.sha256, e.path.as_str(), &building.join(name))?;
+                }
+            }
+        }
+        sync_dir(&building).map_err(io_err("fsync", &building))?;
+        fs::rename(&building, &vdir).map_err(io_err("rename", &vdir))?;
+        sync_dir(&versions).map_err(io_err("fsync", &versions))?;
+
+        // 3–5. Stage, flip, promote.
+        self.state.stage(signed, repo)?;
+        self.flip(&repo_dir, manifest.version)?;
+        self.state.promote(repo)?;
+        Ok(())
+    }
+
+    /// Links a verified blob to `dest` through a temporary name.
+    fn place(&self, digest: &Sha256Digest, path: &str, dest: &Path) -> Result<(), SwapError> {
+        let src = self.store.path(digest);
+        if !src.is_file() {
+            return Err(SwapError::MissingBlob {
+                path: path.to_owned(),
+                digest: *digest,
+            });
+        }
+        let dir = dest
+            .parent()
+            .ok_or_else(|| SwapError::NotALink(dest.to_owned()))?;
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dir.join(format!(".{name}.hotpush-tmp"));
+        let _ = fs::remove_file(&tmp);
+        if let Err(e) = fs::hard_link(&src, &tmp) {
+            // Different filesystems (EXDEV) or no hard links: copy instead.
+            if e.raw_os_error() != Some(18) && e.kind() != io::ErrorKind::Unsupported {
+                return Err(io_err("link", &tmp)(e).into());
+            }
+            fs::copy(&src, &tmp).map_err(io_err("copy", &tmp))?;
+            fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync", &tmp))?;
+        }
+        fs::rename(&tmp, dest).map_err(io_err("rename", dest))?;
+        Ok(())
+    }
+
+    /// Points `repodata` at `.repodata/<version>` with one rename.
+    fn flip(&self, repo_dir: &Path, version: u64) -> Result<(), SwapError> {
+        let link = repo_dir.join(REPODATA_LINK);
+        if let Ok(meta) = fs::symlink_metadata(&link)
+            && !meta.file_type().is_symlink()
+        {
+            return Err(SwapError::NotALink(link));
+        }
+        let tmp = repo_dir.join(".repodata.link-tmp");
+        let _ = fs::remove_file(&tmp);
+        symlink(format!("{VERSIONS_DIR}/{version}"), &tmp).map_err(io_err("symlink", &tmp))?;
+        fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
+        sync_dir(repo_dir).map_err(io_err("fsync", repo_dir))?;
+        Ok(())
+    }
+
+    /// The version `repodata` points at, if any.
+    pub fn live_version(&self, repo: &RepoName) -> Option<u64> {
+        let target = fs::read_link(self.repo_dir(repo).join(REPODATA_LINK)).ok()?;
+        target.file_name()?.to_str()?.parse().ok()
+    }
+
+    /// Finishes or undoes an interrupted swap (run at start-up, per repo).
+    pub fn recover(&self, repo: &RepoName) -> Result<(), SwapError> {
+        if let Some(staged) = self.state.staged(repo)? {
+            if self.live_version(repo) == Some(staged.manifest.version) {
+                tracing::info!(%repo, version = staged.manifest.version, "finishing a swap interrupted after the flip");
+                self.state.promote(repo)?;
+            } else {
+                tracing::info!(%repo, version = staged.manifest.version, "dropping a swap interrupted before the flip");
+                self.state.unstage(repo)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes what no snapshot inside `retain_for` references: old package
+    /// paths, old repodata directories, their blobs, and expired manifests.
+    /// Work is proportional to what expired, not to the tree.
+    pub fn collect_garbage(&self, repo: &RepoName) -> Result<usize, SwapError> {
+        let Some(current) = self.state.current(repo)? else {
+            return Ok(0);
+        };
+        let now = SystemTime::now();
+        let (kept, expired): (Vec<Installed>, Vec<Installed>) = self
+            .state
+            .retained(repo)?
+            .into_iter()
+            .partition(|r| within(r.since, self.retain_for, now));
+        let live: Vec<&Installed> = std::iter::once(&current).chain(kept.iter()).collect();
+        let kept_paths: HashSet<&str> = live
+            .iter()
+            .flat_map(|i| i.manifest.entries.iter())
+            .map(|e| e.path.as_str())
+            .collect();
+        let kept_blobs: HashSet<Sha256Digest> = live
+            .iter()
+            .flat_map(|i| i.manifest.entries.iter())
+            .map(|e| e.sha256)
+            .collect();
+        let kept_versions: HashSet<u64> = live.iter().map(|i| i.manifest.version).collect();
+        let repo_dir = self.repo_dir(repo);
+        let mut removed = 0;
+        for old in &expired {
+            for e in &old.manifest.entries {
+                if !e.is_repodata() && !kept_paths.contains(e.path.as_str()) {
+                    let path = repo_dir.join(e.path.as_str());
+                    if fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+                if !kept_blobs.contains(&e.sha256) {
+                    self.store.remove(&e.sha256).map_err(|e| StateError::Io {
+                        op: "remove blob",
+                        path: repo_dir.clone(),
+                        source: io::Error::other(e.to_string()),
+                    })?;
+                }
+            }
+            self.state.forget(repo, old.manifest.version)?;
+        }
+        let versions = repo_dir.join(VERSIONS_DIR);
+        if let Ok(dirs) = fs::read_dir(&versions) {
+            for d in dirs.flatten() {
+                let name = d.file_name().to_string_lossy().into_owned();
+                let keep = name
+                    .parse::<u64>()
+                    .is_ok_and(|v| kept_versions.contains(&v));
+                if !keep {
+                    fs::remove_dir_all(d.path()).map_err(io_err("remove", &d.path()))?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hotpush_shared::Limits;
+    use hotpush_shared::manifest::Entry;
+    use hotpush_shared::relpath::RelPath;
+    use hotpush_shared::sign::SigningKey;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        tree: Tree,
+        key: SigningKey,
+    }
+
+    fn fixture(retain_for: Duration) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = Tree {
+            store: BlobStore::open(&dir.path().join("data")).unwrap(),
+            state: StateDir::open(&dir.path().join("data"), Limits::default()).unwrap(),
+            serve_root: dir.path().join("www"),
+            retain_for,
+        };
+        Fixture {
+            _dir: dir,
+            tree,
+            key: SigningKey::generate().unwrap(),
+        }
+    }
+
+    fn snapshot(f: &Fixture, version: u64, files: &[(&str, &str)]) -> (SignedManifest, Manifest) {
+        let mut entries: Vec<Entry> = files
+            .iter()
+            .map(|(p, body)| {
+                let sha256 = f.tree.store.import_bytes(body.as_bytes()).unwrap();
+                Entry {
+                    path: RelPath::new(p, 1024).unwrap(),
+                    size: body.len() as u64,
+                    sha256,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        let m = Manifest {
+            repo: RepoName::new("r/x86_64").unwrap(),
+            version,
+            created_unix: 0,
+            expires_unix: i64::MAX,
+            entries,
+        };
+        (f.key.sign(m.encode()), m)
+    }
+
+    fn read(f: &Fixture, path: &str) -> Option<String> {
+        fs::read_to_string(f.tree.serve_root.join("r/x86_64").join(path)).ok()
+    }
+
+    #[test]
+    fn swap_keeps_old_repodata_and_packages_reachable_until_gc() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let (s1, m1) = snapshot(
+            &f,
+            1,
+            &[
+                ("repodata/repomd.xml", "v1"),
+                ("repodata/a-primary.xml.gz", "p1"),
+                ("Packages/a.rpm", "a"),
+            ],
+        );
+        f.tree.install(&s1, &m1).unwrap();
+        assert_eq!(read(&f, "repodata/repomd.xml").as_deref(), Some("v1"));
+        assert_eq!(f.tree.live_version(&repo), Some(1));
+
+        let (s2, m2) = snapshot(
+            &f,
+            2,
+            &[
+                ("repodata/repomd.xml", "v2"),
+                ("repodata/b-primary.xml.gz", "p2"),
+                ("Packages/b.rpm", "b"),
+            ],
+        );
+        f.tree.install(&s2, &m2).unwrap();
+        assert_eq!(read(&f, "repodata/repomd.xml").as_deref(), Some("v2"));
+        // A client that read v1's repomd.xml still finds what it names.
+        assert_eq!(read(&f, "repodata/a-primary.xml.gz").as_deref(), Some("p1"));
+        assert_eq!(read(&f, "Packages/a.rpm").as_deref(), Some("a"));
+        assert_eq!(
+            f.tree
+                .state
+                .current(&repo)
+                .unwrap()
+                .unwrap()
+                .manifest
+                .version,
+            2
+        );
+        assert_eq!(
+            f.tree.collect_garbage(&repo).unwrap(),
+            0,
+            "nothing expires inside retain_for"
+        );
+        assert_eq!(
+            read(&f, "Packages/a.rpm").as_deref(),
+            Some("a"),
+            "still inside retain_for"
+        );
+    }
+
+    #[test]
+    fn gc_after_window_removes_old_files_only() {
+        let f = fixture(Duration::ZERO);
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let (s1, m1) = snapshot(
+            &f,
+            1,
+            &[
+                ("repodata/repomd.xml", "v1"),
+                ("Packages/a.rpm", "a"),
+                ("Packages/keep.rpm", "k"),
+            ],
+        );
+        f.tree.install(&s1, &m1).unwrap();
+        let (s2, m2) = snapshot(
+            &f,
+            2,
+            &[("repodata/repomd.xml", "v2"), ("Packages/keep.rpm", "k")],
+        );
+        f.tree.install(&s2, &m2).unwrap();
+        f.tree.collect_garbage(&repo).unwrap();
+        assert_eq!(read(&f, "Packages/a.rpm"), None);
+        assert_eq!(read(&f, "Packages/keep.rpm").as_deref(), Some("k"));
+        assert!(
+            !f.tree.store.has(
+                &m1.entries
+                    .iter()
+                    .find(|e| e.path.as_str() == "Packages/a.rpm")
+                    .unwrap()
+                    .sha256
+            )
+        );
+        assert!(f.tree.state.retained(&repo).unwrap().is_empty());
+    }
+
+    #[test]
+    fn recover_finishes_or_drops_an_interrupted_swap() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let (s1, m1) = snapshot(&f, 1, &[("repodata/repomd.xml", "v1")]);
+        f.tree.install(&s1, &m1).unwrap();
+        // Crash after staging, before the flip: v1 stays.
+        let (s2, m2) = snapshot(&f, 2, &[("repodata/repomd.xml", "v2")]);
+        f.tree.state.stage(&s2, &repo).unwrap();
+        f.tree.recover(&repo).unwrap();
+        assert_eq!(
+            f.tree
+                .state
+                .current(&repo)
+                .unwrap()
+                .unwrap()
+                .manifest
+                .version,
+            1
+        );
+        assert!(f.tree.state.staged(&repo).unwrap().is_none());
+        // Crash after the flip, before promotion: v2 becomes current.
+        f.tree.state.stage(&s2, &repo).unwrap();
+        f.tree.flip(&f.tree.repo_dir(&repo), 1).unwrap();
+        fs::create_dir_all(f.tree.repo_dir(&repo).join(".repodata/2")).unwrap();
+        f.tree.flip(&f.tree.repo_dir(&repo), 2).unwrap();
+        f.tree.recover(&repo).unwrap();
+        assert_eq!(
+            f.tree
+                .state
+                .current(&repo)
+                .unwrap()
+                .unwrap()
+                .manifest
+                .version,
+            2
+        );
+        let _ = m2;
+    }
+}
