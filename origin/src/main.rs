@@ -1,1 +1,29 @@
-fn main() {}
+//! `hotpush-origin`: the release engineers' side of hotpush. Validates and
+//! signs snapshots, pushes them to partner agents, and serves the metalink
+//! that sends dnf only to mirrors that acked.
+
+mod cli;
+mod config;
+mod control;
+mod db;
+mod emptyrepo;
+mod metalink;
+mod origin;
+mod publish;
+mod pusher;
+mod reconcile;
+mod status;
+mod web;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    hotpush_shared::identity::install_crypto_provider();
+    cli::run()
+}

@@ -410,7 +410,7 @@ pub fn parse_metalink(xml: &str) -> Result<ParsedMetalink, MetalinkError> {
             Event::Empty(e) => (Some(e), true),
             Event::End(_) => {
                 let depth = stack.len();
-                if let Some((field, hash_type, d, text)) = capture.take_if(|c| c.2 == depth) {
+                if let Some((field, hash_type, _, text)) = capture.take_if(|c| c.2 == depth) {
                     match field {
                         Field::Url => result.urls.push(xml_trim(&text).to_owned()),
                         _ => match alt.as_mut() {
@@ -418,7 +418,6 @@ pub fn parse_metalink(xml: &str) -> Result<ParsedMetalink, MetalinkError> {
                             None => set_field(&mut result.file, field, &hash_type, &text)?,
                         },
                     }
-                    debug_assert_eq!(d, depth);
                 }
                 let closed = stack.pop();
                 match closed.as_deref() {

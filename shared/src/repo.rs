@@ -428,6 +428,9 @@ impl<R: BufRead> XmlWalker<R> {
         }
     }
 
+    /// Next step. Errors: `Err(Ok(_))` is already a [`RepoError`];
+    /// `Err(Err(_))` is quick-xml's, left to the caller because only it
+    /// knows whether an I/O error means "decompression limit exceeded".
     fn next(&mut self) -> Result<XmlStep<'_>, Result<RepoError, quick_xml::Error>> {
         if self.pending_close {
             self.pending_close = false;

@@ -1,0 +1,171 @@
+//! The origin's TOML config. Unknown keys are refused.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hotpush_shared::Limits;
+use serde::Deserialize;
+
+/// How long a signed manifest may be installed: long enough for an agent
+/// that was down over a long weekend to catch up, short enough that an old
+/// push cannot be replayed months later.
+pub const DEFAULT_MANIFEST_LIFETIME_SECS: u64 = 14 * 86400;
+
+/// Why the config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: PathBuf,
+    signing_key: PathBuf,
+    tls_cert: PathBuf,
+    tls_key: PathBuf,
+    control_socket: PathBuf,
+    #[serde(default)]
+    http_listen: Vec<SocketAddr>,
+    #[serde(default)]
+    min_acks: Option<usize>,
+    #[serde(default)]
+    fallback_url: Option<String>,
+    #[serde(default)]
+    manifest_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// A validated config; relative paths are resolved against the file's directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub signing_key: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub control_socket: PathBuf,
+    pub http_listen: Vec<SocketAddr>,
+    /// Acks needed before the metalink moves to a new version.
+    pub min_acks: usize,
+    /// Base URL of a copy the origin's operator serves (`{repo}` is replaced),
+    /// listed last in every metalink as the fallback.
+    pub fallback_url: Option<String>,
+    pub manifest_lifetime: Duration,
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let min_acks = raw.min_acks.unwrap_or(1);
+        if min_acks == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                what: "min_acks must be at least 1: the metalink may only list mirrors that acked"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            data_dir: resolve(raw.data_dir),
+            signing_key: resolve(raw.signing_key),
+            tls_cert: resolve(raw.tls_cert),
+            tls_key: resolve(raw.tls_key),
+            control_socket: resolve(raw.control_socket),
+            http_listen: raw.http_listen,
+            min_acks,
+            fallback_url: raw.fallback_url.filter(|u| !u.is_empty()),
+            manifest_lifetime: Duration::from_secs(
+                raw.manifest_lifetime_secs
+                    .unwrap_or(DEFAULT_MANIFEST_LIFETIME_SECS),
+            ),
+            limits: raw.limits,
+        })
+    }
+}
+
+/// The commented config `hotpush-origin init` writes.
+pub fn template(http_listen: &str) -> String {
+    format!(
+        r#"# hotpush origin configuration. Relative paths are relative to this file.
+# Unknown keys are an error, so a typo cannot be silently ignored.
+
+# SQLite state (versions, acks, audit log) and the blob store.
+data_dir = "data"
+
+# ed25519 key that signs every snapshot. Agents trust its public key.
+signing_key = "keys/signing.key"
+
+# TLS identity presented to agents; its id was printed by `hotpush-origin init`.
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+
+# Local control socket used by `hotpush-origin publish`. Whoever can write
+# to it can publish: keep it owned by the release-engineering group.
+control_socket = "control.sock"
+
+# Metalink, status and metrics over HTTP. "[::]" is dual-stack.
+http_listen = ["{http_listen}"]
+
+# The metalink moves to a new version once this many agents acked it.
+# min_acks = 1
+
+# A copy the origin's operator serves, listed last in every metalink as a
+# fallback ("{{repo}}" is replaced by the repo name). Leave unset for none.
+# fallback_url = "https://origin.example.org/hotpush/{{repo}}/"
+
+# How long a signed manifest may be installed (seconds).
+# manifest_lifetime_secs = 1209600
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_parses_and_typos_are_refused() {
+        let text = template("[::]:8000");
+        let c = Config::parse(&text, Path::new("/etc/hotpush/origin.toml")).unwrap();
+        assert_eq!(c.control_socket, Path::new("/etc/hotpush/control.sock"));
+        assert_eq!(c.min_acks, 1);
+        assert!(c.fallback_url.is_none());
+        let typo = text.replace("control_socket", "control_sockt");
+        assert!(Config::parse(&typo, Path::new("a.toml")).is_err());
+        let zero = format!("{text}\nmin_acks = 0\n");
+        assert!(
+            Config::parse(&zero, Path::new("a.toml"))
+                .unwrap_err()
+                .to_string()
+                .contains("min_acks")
+        );
+    }
+}

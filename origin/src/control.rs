@@ -1,0 +1,166 @@
+//! The Control service (what `hotpush-origin publish` and `status` talk to)
+//! over the local Unix socket: file permissions decide who may publish, and
+//! the caller's uid, read from the socket, is what the audit log records.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use hotpush_proto as pb;
+use hotpush_proto::publish_event::Event as Ev;
+use hotpush_shared::manifest::RepoName;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::origin::{EventKind, Origin};
+use crate::publish::{PublishError, publish};
+
+/// The Control gRPC service.
+pub struct ControlService {
+    pub origin: Arc<Origin>,
+}
+
+/// Who is calling: `uid N` from SO_PEERCRED on the Unix socket.
+fn caller<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map(|cred| format!("uid {}", cred.uid()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn to_status(e: PublishError) -> Status {
+    match e {
+        PublishError::Db(_) | PublishError::Store { .. } => Status::internal(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PublishEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    type PublishStream = EventStream;
+
+    async fn publish(
+        &self,
+        request: Request<pb::PublishRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let who = caller(&request);
+        let req = request.into_inner();
+        let repo = RepoName::new(&req.repo).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let dir = PathBuf::from(&req.from_dir);
+        // Subscribe first, so no ack can slip past between publish and stream.
+        let mut events = self.origin.events.subscribe();
+        let origin = self.origin.clone();
+        let (r, w) = (repo.clone(), who.clone());
+        let publication = tokio::task::spawn_blocking(move || publish(&origin, &r, &dir, &w))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let publication = match publication {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.origin.db.audit(
+                    &who,
+                    "publish-refused",
+                    repo.as_str(),
+                    0,
+                    "",
+                    &e.to_string(),
+                );
+                tracing::warn!(%repo, %who, error = %e, "publish refused");
+                return Err(to_status(e));
+            }
+        };
+        let version = publication.record.version;
+        self.origin.announce(repo.as_str(), version);
+        let agents: Vec<String> = self
+            .origin
+            .db
+            .agents()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into_iter()
+            .filter(|a| a.carries(repo.as_str()))
+            .map(|a| a.name)
+            .collect();
+        let first = pb::PublishEvent {
+            event: Some(Ev::Published(pb::Published {
+                repo: repo.to_string(),
+                version,
+                manifest_digest: Bytes::copy_from_slice(&publication.record.manifest_digest.0),
+                entries: publication.manifest.entries.len() as u64,
+                total_bytes: publication.manifest.total_bytes(),
+                unreferenced_files: publication.unreferenced.len() as u64,
+                agents: agents.clone(),
+                new_blobs: publication.new_blobs as u64,
+                unchanged: publication.unchanged,
+            })),
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx.send(Ok(first)).await;
+        tokio::spawn(async move {
+            let mut waiting: std::collections::HashSet<String> = agents.into_iter().collect();
+            while !waiting.is_empty() {
+                let ev = match events.recv().await {
+                    Ok(ev) => ev,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if ev.repo != repo.as_str() || ev.version != version || !waiting.contains(&ev.agent)
+                {
+                    continue;
+                }
+                let event = match ev.kind {
+                    EventKind::Progress {
+                        phase,
+                        bytes_sent,
+                        bytes_wanted,
+                    } => Ev::Progress(pb::AgentProgress {
+                        agent: ev.agent,
+                        phase: phase.into(),
+                        bytes_sent,
+                        bytes_wanted,
+                    }),
+                    EventKind::Acked {
+                        elapsed_ms,
+                        bytes_sent,
+                    } => {
+                        waiting.remove(&ev.agent);
+                        Ev::Acked(pb::AgentAcked {
+                            agent: ev.agent,
+                            version,
+                            elapsed_ms,
+                            bytes_sent,
+                        })
+                    }
+                    EventKind::Failed { reason, will_retry } => Ev::Failed(pb::AgentFailed {
+                        agent: ev.agent,
+                        reason,
+                        will_retry,
+                    }),
+                };
+                if tx
+                    .send(Ok(pb::PublishEvent { event: Some(event) }))
+                    .await
+                    .is_err()
+                {
+                    break; // the caller hung up
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::OriginStatus>, Status> {
+        crate::status::collect(&self.origin)
+            .map(Response::new)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}

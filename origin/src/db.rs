@@ -1,0 +1,458 @@
+//! The origin's embedded state (SQLite): agents, published versions, acks,
+//! the audit log, and the hash cache that spares re-hashing unchanged files.
+//!
+//! Version numbers come from `MAX(version)+1` inside the same transaction
+//! that stores the signed manifest, so a crash can never reuse one.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hotpush_shared::Sha256Digest;
+use hotpush_shared::repo::{FileKey, HashCache};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Why the database refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database lock poisoned")]
+    Poisoned,
+    #[error("no agent named {0:?}")]
+    NoSuchAgent(String),
+    #[error("an agent named {0:?} already exists")]
+    AgentExists(String),
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    public_url TEXT NOT NULL,
+    weight INTEGER NOT NULL,
+    repos TEXT NOT NULL,           -- space-separated; empty = every repo
+    added_unix INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    repo TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_digest BLOB NOT NULL,
+    signed BLOB NOT NULL,
+    repomd_timestamp INTEGER NOT NULL,
+    created_unix INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    PRIMARY KEY (repo, version)
+);
+CREATE TABLE IF NOT EXISTS acks (
+    agent TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_digest BLOB NOT NULL,
+    acked_unix INTEGER NOT NULL,
+    PRIMARY KEY (agent, repo)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_unix INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    repo TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hash_cache (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns TEXT NOT NULL,
+    ino INTEGER NOT NULL,
+    dev INTEGER NOT NULL,
+    sha256 BLOB NOT NULL
+);
+"#;
+
+/// A partner agent as registered with `hotpush-origin agent add`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AgentRecord {
+    pub name: String,
+    /// `https://host:port` of its push listener.
+    pub endpoint: String,
+    /// Pinned TLS id.
+    pub peer_id: String,
+    /// Base URL under which clients reach its served tree.
+    pub public_url: String,
+    /// Relative share of client traffic (partner capacity).
+    pub weight: u32,
+    /// Repos it carries; empty means all.
+    pub repos: Vec<String>,
+}
+
+impl AgentRecord {
+    /// True when the agent carries `repo`.
+    pub fn carries(&self, repo: &str) -> bool {
+        self.repos.is_empty() || self.repos.iter().any(|r| r == repo)
+    }
+}
+
+/// A stored version.
+#[derive(Clone, Debug)]
+pub struct VersionRecord {
+    pub repo: String,
+    pub version: u64,
+    pub manifest_digest: Sha256Digest,
+    pub signed: Vec<u8>,
+    pub repomd_timestamp: u64,
+}
+
+/// An agent's latest ack for a repo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckRecord {
+    pub agent: String,
+    pub repo: String,
+    pub version: u64,
+    pub manifest_digest: Sha256Digest,
+    pub acked_unix: i64,
+}
+
+/// One audit log line.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at_unix: i64,
+    pub who: String,
+    pub action: String,
+    pub repo: String,
+    pub version: u64,
+    pub manifest_digest: String,
+    pub detail: String,
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn digest_col(bytes: Vec<u8>) -> Result<Sha256Digest, rusqlite::Error> {
+    Sha256Digest::from_slice(&bytes)
+        .map_err(|e| rusqlite::Error::InvalidColumnType(0, e.0, rusqlite::types::Type::Blob))
+}
+
+/// A shared connection. Queries are short, so one mutex is enough.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Db {
+    /// Opens (creating) `<data>/origin.sqlite`.
+    pub fn open(data_dir: &Path) -> Result<Self, DbError> {
+        let conn = Connection::open(data_dir.join("origin.sqlite"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, DbError> {
+        self.conn.lock().map_err(|_| DbError::Poisoned)
+    }
+
+    /// Registers an agent.
+    pub fn add_agent(&self, a: &AgentRecord) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        let exists: Option<String> = conn
+            .query_row("SELECT name FROM agents WHERE name = ?1", [&a.name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(DbError::AgentExists(a.name.clone()));
+        }
+        conn.execute(
+            "INSERT INTO agents (name, endpoint, peer_id, public_url, weight, repos, added_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.name, a.endpoint, a.peer_id, a.public_url, a.weight, a.repos.join(" "), now_unix()],
+        )?;
+        Ok(())
+    }
+
+    /// Unregisters an agent and forgets its acks.
+    pub fn remove_agent(&self, name: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        if conn.execute("DELETE FROM agents WHERE name = ?1", [name])? == 0 {
+            return Err(DbError::NoSuchAgent(name.to_owned()));
+        }
+        conn.execute("DELETE FROM acks WHERE agent = ?1", [name])?;
+        Ok(())
+    }
+
+    /// Every registered agent, by name.
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT name, endpoint, peer_id, public_url, weight, repos FROM agents ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let repos: String = r.get(5)?;
+            Ok(AgentRecord {
+                name: r.get(0)?,
+                endpoint: r.get(1)?,
+                peer_id: r.get(2)?,
+                public_url: r.get(3)?,
+                weight: r.get(4)?,
+                repos: repos.split_whitespace().map(str::to_owned).collect(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores a new version with the next number, in one transaction with
+    /// its audit line. `make` receives the number and returns the signed
+    /// manifest bytes, its digest and repomd timestamp.
+    pub fn insert_version<E>(
+        &self,
+        repo: &str,
+        publisher: &str,
+        make: impl FnOnce(u64) -> Result<(Vec<u8>, Sha256Digest, u64), E>,
+    ) -> Result<Result<VersionRecord, E>, DbError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        let latest: Option<u64> = tx.query_row(
+            "SELECT MAX(version) FROM versions WHERE repo = ?1",
+            [repo],
+            |r| r.get(0),
+        )?;
+        let version = latest.unwrap_or(0) + 1;
+        let (signed, digest, repomd_timestamp) = match make(version) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let created_unix = now_unix();
+        tx.execute(
+            "INSERT INTO versions (repo, version, manifest_digest, signed, repomd_timestamp, created_unix, publisher) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![repo, version, &digest.0[..], signed, repomd_timestamp, created_unix, publisher],
+        )?;
+        tx.execute(
+            "INSERT INTO audit (at_unix, who, action, repo, version, manifest_digest, detail) VALUES (?1, ?2, 'publish', ?3, ?4, ?5, '')",
+            params![created_unix, publisher, repo, version, digest.to_hex()],
+        )?;
+        tx.commit()?;
+        Ok(Ok(VersionRecord {
+            repo: repo.to_owned(),
+            version,
+            manifest_digest: digest,
+            signed,
+            repomd_timestamp,
+        }))
+    }
+
+    fn version_row(r: &rusqlite::Row<'_>) -> Result<VersionRecord, rusqlite::Error> {
+        Ok(VersionRecord {
+            repo: r.get(0)?,
+            version: r.get(1)?,
+            manifest_digest: digest_col(r.get(2)?)?,
+            signed: r.get(3)?,
+            repomd_timestamp: r.get(4)?,
+        })
+    }
+
+    /// The newest `limit` versions of `repo`, newest first.
+    pub fn versions(&self, repo: &str, limit: usize) -> Result<Vec<VersionRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(
+            "SELECT repo, version, manifest_digest, signed, repomd_timestamp FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![repo, limit as i64], Self::version_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest version of `repo`.
+    pub fn latest(&self, repo: &str) -> Result<Option<VersionRecord>, DbError> {
+        Ok(self.versions(repo, 1)?.into_iter().next())
+    }
+
+    /// Every repo that has at least one version.
+    pub fn repos(&self) -> Result<Vec<String>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare("SELECT DISTINCT repo FROM versions ORDER BY repo")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that `agent` serves `version` of `repo`. An ack never moves
+    /// an agent backwards.
+    pub fn record_ack(
+        &self,
+        agent: &str,
+        repo: &str,
+        version: u64,
+        digest: &Sha256Digest,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO acks (agent, repo, version, manifest_digest, acked_unix) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (agent, repo) DO UPDATE SET version = excluded.version, manifest_digest = excluded.manifest_digest, acked_unix = excluded.acked_unix
+             WHERE excluded.version >= acks.version",
+            params![agent, repo, version, &digest.0[..], now_unix()],
+        )?;
+        Ok(())
+    }
+
+    /// Latest acks for `repo`, one per agent.
+    pub fn acks(&self, repo: &str) -> Result<Vec<AckRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT agent, repo, version, manifest_digest, acked_unix FROM acks WHERE repo = ?1 ORDER BY agent")?;
+        let rows = stmt.query_map([repo], |r| {
+            Ok(AckRecord {
+                agent: r.get(0)?,
+                repo: r.get(1)?,
+                version: r.get(2)?,
+                manifest_digest: digest_col(r.get(3)?)?,
+                acked_unix: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Appends to the audit log.
+    pub fn audit(
+        &self,
+        who: &str,
+        action: &str,
+        repo: &str,
+        version: u64,
+        digest: &str,
+        detail: &str,
+    ) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO audit (at_unix, who, action, repo, version, manifest_digest, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![now_unix(), who, action, repo, version, digest, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare("SELECT id, at_unix, who, action, repo, version, manifest_digest, detail FROM audit ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(AuditRecord {
+                id: r.get(0)?,
+                at_unix: r.get(1)?,
+                who: r.get(2)?,
+                action: r.get(3)?,
+                repo: r.get(4)?,
+                version: r.get(5)?,
+                manifest_digest: r.get(6)?,
+                detail: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A [`HashCache`] over the `hash_cache` table.
+    pub fn hash_cache(&self) -> DbHashCache<'_> {
+        DbHashCache { db: self }
+    }
+}
+
+/// Remembers the sha256 of source files by (path, size, mtime, inode, device).
+pub struct DbHashCache<'a> {
+    db: &'a Db,
+}
+
+impl HashCache for DbHashCache<'_> {
+    fn get(&self, key: &FileKey) -> Option<Sha256Digest> {
+        let conn = self.db.lock().ok()?;
+        let (size, mtime, ino, dev, sha): (i64, String, i64, i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT size, mtime_ns, ino, dev, sha256 FROM hash_cache WHERE path = ?1",
+                [&key.path],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()
+            .ok()
+            .flatten()?;
+        let same = size as u64 == key.size
+            && mtime == key.mtime_ns.to_string()
+            && ino as u64 == key.ino
+            && dev as u64 == key.dev;
+        if same {
+            Sha256Digest::from_slice(&sha).ok()
+        } else {
+            None
+        }
+    }
+
+    fn put(&mut self, key: FileKey, sha256: Sha256Digest) {
+        if let Ok(conn) = self.db.lock() {
+            let _ = conn.execute(
+                "INSERT OR REPLACE INTO hash_cache (path, size, mtime_ns, ino, dev, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![key.path, key.size as i64, key.mtime_ns.to_string(), key.ino as i64, key.dev as i64, &sha256.0[..]],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_never_repeat_and_acks_never_go_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let d = Sha256Digest::of(b"m");
+        let v1 = db
+            .insert_version::<()>("r", "alice", |v| Ok((vec![v as u8], d, 5)))
+            .unwrap()
+            .unwrap();
+        let failed = db.insert_version("r", "alice", |_| Err("invalid")).unwrap();
+        assert!(failed.is_err());
+        let v2 = db
+            .insert_version::<()>("r", "bob", |v| Ok((vec![v as u8], d, 6)))
+            .unwrap()
+            .unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(db.latest("r").unwrap().unwrap().version, 2);
+        db.record_ack("a1", "r", 2, &d).unwrap();
+        db.record_ack("a1", "r", 1, &d).unwrap();
+        assert_eq!(db.acks("r").unwrap()[0].version, 2);
+        let log = db.audit_log().unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[1].who, "bob");
+    }
+
+    #[test]
+    fn agents_add_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let a = AgentRecord {
+            name: "m1".into(),
+            endpoint: "https://[::1]:7443".into(),
+            peer_id: "ab".repeat(32),
+            public_url: "http://[::1]:8081/".into(),
+            weight: 100,
+            repos: vec![],
+        };
+        db.add_agent(&a).unwrap();
+        assert!(matches!(db.add_agent(&a), Err(DbError::AgentExists(_))));
+        assert_eq!(db.agents().unwrap(), vec![a.clone()]);
+        assert!(a.carries("anything"));
+        db.remove_agent("m1").unwrap();
+        assert!(matches!(
+            db.remove_agent("m1"),
+            Err(DbError::NoSuchAgent(_))
+        ));
+    }
+}

@@ -1,0 +1,201 @@
+//! Which version the metalink points at, and the document itself (DESIGN §7).
+//!
+//! The metalink lists only agents that acked the version it names, so dnf is
+//! never sent to a mirror that lacks the fix. It moves to a new version once
+//! `min_acks` agents have acked it; until then it keeps naming the previous
+//! version and the agents that still serve it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use hotpush_shared::manifest::Manifest;
+use hotpush_shared::metalink::{FileDescription, Mirror, write_metalink};
+use hotpush_shared::sign::SignedManifest;
+use rand::RngExt;
+
+use crate::db::{AgentRecord, DbError, VersionRecord};
+use crate::origin::Origin;
+
+/// How many recent versions are considered when looking for one with enough acks.
+const LOOKBACK: usize = 32;
+
+/// The version clients should get, and the agents serving it.
+#[derive(Debug)]
+pub struct Current {
+    pub version: VersionRecord,
+    pub mirrors: Vec<AgentRecord>,
+}
+
+/// The newest version acked by at least `min_acks` agents.
+pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, DbError> {
+    let agents: Vec<AgentRecord> = origin
+        .db
+        .agents()?
+        .into_iter()
+        .filter(|a| a.carries(repo))
+        .collect();
+    let acks = origin.db.acks(repo)?;
+    for version in origin.db.versions(repo, LOOKBACK)? {
+        let mirrors: Vec<AgentRecord> = agents
+            .iter()
+            .filter(|a| {
+                acks.iter().any(|k| {
+                    k.agent == a.name
+                        && k.version == version.version
+                        && k.manifest_digest == version.manifest_digest
+                })
+            })
+            .cloned()
+            .collect();
+        if mirrors.len() >= origin.config.min_acks {
+            return Ok(Some(Current { version, mirrors }));
+        }
+    }
+    Ok(None)
+}
+
+/// Orders mirrors by weighted random choice (Efraimidis–Spirakis), so each
+/// partner is listed first in proportion to its capacity.
+pub fn weighted_order(mut mirrors: Vec<AgentRecord>, rng: &mut impl rand::Rng) -> Vec<AgentRecord> {
+    let mut keyed: Vec<(f64, AgentRecord)> = mirrors
+        .drain(..)
+        .map(|m| {
+            let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+            (u.powf(1.0 / f64::from(m.weight.max(1))), m)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+    keyed.into_iter().map(|(_, m)| m).collect()
+}
+
+/// Why a metalink could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum MetalinkError {
+    #[error("repo {0} is not published here")]
+    UnknownRepo(String),
+    #[error("no mirror serves {repo} yet: waiting for {min_acks} agent(s) to ack")]
+    NoMirrors { repo: String, min_acks: usize },
+    #[error("stored snapshot of {0} is unreadable: {1}")]
+    Corrupt(String, String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// repomd.xml descriptions by (repo, version): hashing it once is enough.
+#[derive(Default)]
+pub struct DescriptionCache(Mutex<HashMap<(String, u64), FileDescription>>);
+
+impl DescriptionCache {
+    fn get(&self, origin: &Origin, v: &VersionRecord) -> Result<FileDescription, MetalinkError> {
+        let key = (v.repo.clone(), v.version);
+        if let Some(d) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(d.clone());
+        }
+        let corrupt = |e: String| MetalinkError::Corrupt(v.repo.clone(), e);
+        let signed = SignedManifest::from_bytes(&v.signed).map_err(|e| corrupt(e.to_string()))?;
+        let manifest = Manifest::decode(&signed.manifest_bytes, &origin.config.limits)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let entry = manifest
+            .repomd()
+            .ok_or_else(|| corrupt("no repomd.xml".into()))?;
+        let bytes =
+            std::fs::read(origin.store.path(&entry.sha256)).map_err(|e| corrupt(e.to_string()))?;
+        let description = FileDescription::of_repomd(&bytes, v.repomd_timestamp);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, description.clone());
+        Ok(description)
+    }
+}
+
+/// A rendered metalink and a tag for its content (mirror order aside).
+pub struct Rendered {
+    pub body: String,
+    pub etag: String,
+}
+
+/// Renders the metalink of `repo` for one request.
+pub fn render(
+    origin: &Origin,
+    cache: &DescriptionCache,
+    repo: &str,
+) -> Result<Rendered, MetalinkError> {
+    if origin.db.latest(repo)?.is_none() {
+        return Err(MetalinkError::UnknownRepo(repo.to_owned()));
+    }
+    let current = current_version(origin, repo)?.ok_or_else(|| MetalinkError::NoMirrors {
+        repo: repo.to_owned(),
+        min_acks: origin.config.min_acks,
+    })?;
+    let description = cache.get(origin, &current.version)?;
+    let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name.as_str()).collect();
+    names.sort_unstable();
+    let etag = format!(
+        "W/\"{}-{}\"",
+        current.version.version,
+        &hotpush_shared::Sha256Digest::of(format!("{description:?}{names:?}").as_bytes()).to_hex()
+            [..16]
+    );
+    let mut mirrors: Vec<Mirror> = weighted_order(current.mirrors, &mut rand::rng())
+        .into_iter()
+        .map(|a| Mirror {
+            base_url: join_url(&a.public_url, repo),
+            location: String::new(),
+        })
+        .collect();
+    if let Some(fallback) = &origin.config.fallback_url {
+        mirrors.push(Mirror {
+            base_url: fallback.replace("{repo}", repo),
+            location: String::new(),
+        });
+    }
+    // No alternates: an alternate would let a client stay on the vulnerable version.
+    let body = write_metalink(&description, &[], &mirrors, SystemTime::now());
+    Ok(Rendered { body, etag })
+}
+
+/// `http://host/base/` + `f41/x86_64` → `http://host/base/f41/x86_64/`.
+pub fn join_url(base: &str, repo: &str) -> String {
+    format!("{}/{}/", base.trim_end_matches('/'), repo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn agent(name: &str, weight: u32) -> AgentRecord {
+        AgentRecord {
+            name: name.into(),
+            endpoint: String::new(),
+            peer_id: String::new(),
+            public_url: format!("http://{name}/"),
+            weight,
+            repos: vec![],
+        }
+    }
+
+    #[test]
+    fn weighted_order_follows_capacity() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut first = HashMap::new();
+        for _ in 0..4000 {
+            let order = weighted_order(vec![agent("big", 300), agent("small", 100)], &mut rng);
+            assert_eq!(order.len(), 2);
+            *first.entry(order[0].name.clone()).or_insert(0) += 1;
+        }
+        let big = f64::from(first["big"]) / 4000.0;
+        assert!((0.70..0.80).contains(&big), "big first {big}");
+    }
+
+    #[test]
+    fn urls_join_cleanly() {
+        assert_eq!(
+            join_url("http://[::1]:8081", "f41/x86_64"),
+            "http://[::1]:8081/f41/x86_64/"
+        );
+        assert_eq!(join_url("http://m/pub/", "r"), "http://m/pub/r/");
+    }
+}

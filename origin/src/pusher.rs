@@ -1,0 +1,248 @@
+//! The origin's side of one Push exchange (DESIGN §5). The agent is not
+//! trusted either: every answer is checked against what was offered, and
+//! every wait is bounded.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hotpush_proto as pb;
+use hotpush_proto::agent_client::AgentClient;
+use hotpush_proto::push_request::Msg as Out;
+use hotpush_proto::push_response::Msg as In;
+use hotpush_shared::Sha256Digest;
+use hotpush_shared::limits::CHUNK_BYTES;
+use hotpush_shared::manifest::Manifest;
+use hotpush_shared::sign::SignedManifest;
+use hotpush_shared::store::BlobStore;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// How long the agent may take to answer an Offer (verify + compute Want).
+pub const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the agent may take to swap and ack after Commit.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Largest answer accepted from an agent (a Want for 200,000 blobs fits).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Why a push did not end in an ack. The text is what the operator sees.
+#[derive(Debug, thiserror::Error)]
+pub enum PushFailure {
+    #[error("unreachable or refused the connection: {0}")]
+    Connect(String),
+    #[error("refused the snapshot ({code}): {reason}")]
+    Rejected { code: String, reason: String },
+    #[error("asked for blob {0}, which this snapshot does not contain")]
+    UnknownWant(String),
+    #[error("asked to resume blob {digest} at {offset}, past its {size} bytes")]
+    BadOffset {
+        digest: Sha256Digest,
+        offset: u64,
+        size: u64,
+    },
+    #[error("acked {got}, but version {expected} was offered")]
+    WrongAck { expected: String, got: String },
+    #[error("gave no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("closed the stream without an answer")]
+    Closed,
+    #[error("sent an unexpected message: {0}")]
+    Protocol(&'static str),
+    #[error("reading blob {digest} from the origin's store: {source}")]
+    Blob {
+        digest: Sha256Digest,
+        source: std::io::Error,
+    },
+}
+
+/// A completed push.
+#[derive(Debug)]
+pub struct Pushed {
+    pub ack: pb::Ack,
+    pub bytes_sent: u64,
+    pub elapsed: Duration,
+}
+
+/// Formats a tonic status with its whole cause chain (TLS alerts live deep in it).
+pub fn describe_status(status: &tonic::Status) -> String {
+    let mut text = format!("{}", status.message());
+    let mut source = std::error::Error::source(status);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+fn reject_name(code: i32) -> String {
+    pb::RejectCode::try_from(code)
+        .map(|c| c.as_str_name().trim_start_matches("REJECT_").to_lowercase())
+        .unwrap_or_else(|_| code.to_string())
+}
+
+async fn answer(
+    responses: &mut tonic::Streaming<pb::PushResponse>,
+    limit: Duration,
+) -> Result<In, PushFailure> {
+    match tokio::time::timeout(limit, responses.message()).await {
+        Err(_) => Err(PushFailure::Timeout(limit)),
+        Ok(Err(status)) => Err(PushFailure::Connect(describe_status(&status))),
+        Ok(Ok(None)) => Err(PushFailure::Closed),
+        Ok(Ok(Some(pb::PushResponse { msg: None }))) => {
+            Err(PushFailure::Protocol("empty response"))
+        }
+        Ok(Ok(Some(pb::PushResponse { msg: Some(m) }))) => Ok(m),
+    }
+}
+
+fn check_ack(ack: &pb::Ack, manifest: &Manifest, digest: &Sha256Digest) -> Result<(), PushFailure> {
+    if ack.repo != manifest.repo.as_str()
+        || ack.version != manifest.version
+        || ack.manifest_digest[..] != digest.0
+    {
+        return Err(PushFailure::WrongAck {
+            expected: format!("{} v{}", manifest.repo, manifest.version),
+            got: format!("{} v{}", ack.repo, ack.version),
+        });
+    }
+    Ok(())
+}
+
+/// Pushes one snapshot; `progress` is called with (bytes sent, bytes wanted).
+pub async fn push(
+    channel: Channel,
+    signed: &SignedManifest,
+    manifest: &Manifest,
+    store: &BlobStore,
+    mut progress: impl FnMut(&'static str, u64, u64),
+) -> Result<Pushed, PushFailure> {
+    let started = Instant::now();
+    let digest = signed.digest();
+    let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+    // Bounded: chunks are produced only as fast as HTTP/2 flow control drains them.
+    let (tx, rx) = mpsc::channel::<pb::PushRequest>(16);
+    let offer = pb::PushRequest {
+        msg: Some(Out::Offer(pb::Offer {
+            manifest: Some(signed.to_pb()),
+        })),
+    };
+    tx.send(offer).await.map_err(|_| PushFailure::Closed)?;
+    progress("connecting", 0, 0);
+    let mut responses = client
+        .push(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| PushFailure::Connect(describe_status(&s)))?
+        .into_inner();
+
+    let wanted = match answer(&mut responses, OFFER_TIMEOUT).await? {
+        In::Ack(ack) => {
+            check_ack(&ack, manifest, &digest)?;
+            return Ok(Pushed {
+                ack,
+                bytes_sent: 0,
+                elapsed: started.elapsed(),
+            });
+        }
+        In::Reject(r) => {
+            return Err(PushFailure::Rejected {
+                code: reject_name(r.code),
+                reason: r.reason,
+            });
+        }
+        In::Want(w) => w.blobs,
+    };
+    let sizes: HashMap<Sha256Digest, u64> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.sha256, e.size))
+        .collect();
+    let mut plan = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let d = Sha256Digest::from_slice(&w.digest).map_err(|e| PushFailure::UnknownWant(e.0))?;
+        let size = *sizes
+            .get(&d)
+            .ok_or_else(|| PushFailure::UnknownWant(d.to_hex()))?;
+        if w.offset > size {
+            return Err(PushFailure::BadOffset {
+                digest: d,
+                offset: w.offset,
+                size,
+            });
+        }
+        plan.push((d, w.offset, size));
+    }
+    let bytes_wanted: u64 = plan.iter().map(|(_, off, size)| size - off).sum();
+    progress("sending", 0, bytes_wanted);
+
+    // Send while listening: an agent may refuse mid-stream (disk full).
+    let send = async {
+        let mut sent = 0u64;
+        let mut last_report = Instant::now();
+        for (d, offset, size) in &plan {
+            let path = store.path(d);
+            let blob_err = |source| PushFailure::Blob { digest: *d, source };
+            let mut file = tokio::fs::File::open(&path).await.map_err(blob_err)?;
+            file.seek(std::io::SeekFrom::Start(*offset))
+                .await
+                .map_err(blob_err)?;
+            let mut pos = *offset;
+            while pos < *size {
+                let len = CHUNK_BYTES.min((size - pos) as usize);
+                let mut buf = BytesMut::zeroed(len);
+                file.read_exact(&mut buf).await.map_err(blob_err)?;
+                let chunk = pb::Chunk {
+                    digest: Bytes::copy_from_slice(&d.0),
+                    offset: pos,
+                    data: buf.freeze(),
+                };
+                tx.send(pb::PushRequest {
+                    msg: Some(Out::Chunk(chunk)),
+                })
+                .await
+                .map_err(|_| PushFailure::Closed)?;
+                pos += len as u64;
+                sent += len as u64;
+                if last_report.elapsed() > Duration::from_millis(250) {
+                    progress("sending", sent, bytes_wanted);
+                    last_report = Instant::now();
+                }
+            }
+        }
+        progress("committing", sent, bytes_wanted);
+        tx.send(pb::PushRequest {
+            msg: Some(Out::Commit(pb::Commit {})),
+        })
+        .await
+        .map_err(|_| PushFailure::Closed)?;
+        Ok::<u64, PushFailure>(sent)
+    };
+    tokio::pin!(send);
+    let (reply, bytes_sent) = tokio::select! {
+        sent = &mut send => {
+            let sent = sent?;
+            (answer(&mut responses, COMMIT_TIMEOUT).await?, sent)
+        }
+        early = answer(&mut responses, COMMIT_TIMEOUT) => (early?, 0),
+    };
+    match reply {
+        In::Ack(ack) => {
+            check_ack(&ack, manifest, &digest)?;
+            Ok(Pushed {
+                ack,
+                bytes_sent,
+                elapsed: started.elapsed(),
+            })
+        }
+        In::Reject(r) => Err(PushFailure::Rejected {
+            code: reject_name(r.code),
+            reason: r.reason,
+        }),
+        In::Want(_) => Err(PushFailure::Protocol("a second Want")),
+    }
+}
