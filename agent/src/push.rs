@@ -536,9 +536,8 @@ where
     let _swap = lock.lock().await;
     check_superseded(*superseded.borrow())?;
     // Another push may have installed this or a newer version meanwhile.
-    match verify_offer(agent, v.signed.to_pb())? {
-        Err(ack) => return Ok(Some(ack)),
-        Ok(_) => {}
+    if let Err(ack) = verify_offer(agent, v.signed.to_pb())? {
+        return Ok(Some(ack));
     }
     let swap_started = Instant::now();
     tokio::task::block_in_place(|| agent.tree.install(&v.signed, &v.manifest))?;

@@ -135,7 +135,7 @@ impl StateDir {
                 out.push(installed);
             }
         }
-        out.sort_by(|a, b| b.manifest.version.cmp(&a.manifest.version));
+        out.sort_by_key(|i| std::cmp::Reverse(i.manifest.version));
         Ok(out)
     }
 

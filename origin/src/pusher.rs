@@ -67,7 +67,7 @@ pub struct Pushed {
 
 /// Formats a tonic status with its whole cause chain (TLS alerts live deep in it).
 pub fn describe_status(status: &tonic::Status) -> String {
-    let mut text = format!("{}", status.message());
+    let mut text = status.message().to_string();
     let mut source = std::error::Error::source(status);
     while let Some(s) = source {
         let part = s.to_string();

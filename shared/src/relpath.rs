@@ -131,7 +131,8 @@ mod tests {
     #[test]
     fn refuses_each_rule() {
         use PathError::*;
-        let cases: &[(&str, fn(&PathError) -> bool)] = &[
+        type Matcher = fn(&PathError) -> bool;
+        let cases: &[(&str, Matcher)] = &[
             ("", |e| matches!(e, Empty)),
             ("/etc/passwd", |e| matches!(e, Absolute(_))),
             ("a//b", |e| matches!(e, EmptySegment(_))),
