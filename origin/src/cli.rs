@@ -378,6 +378,7 @@ async fn publish(
     let mut outcomes: BTreeMap<String, AgentOutcome> = BTreeMap::new();
     let mut published: Option<pb::Published> = None;
     let mut target = usize::MAX;
+    let mut last_progress: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
     loop {
         let acked = outcomes.values().filter(|o| o.state == "live").count();
         if acked >= target {
@@ -445,8 +446,12 @@ async fn publish(
                     o.state = "pushing";
                     o.bytes_sent = p.bytes_sent;
                 }
-                if !json && p.phase == "committing" {
-                    println!("  {}: {} bytes sent, swapping", p.agent, p.bytes_sent);
+                // One line per agent per second at most: readable in a terminal and a log.
+                let due = last_progress.get(&p.agent).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                if !json && (p.phase == "committing" || (p.phase == "sending" && due)) {
+                    let verb = if p.phase == "committing" { "sent, swapping" } else { "sending" };
+                    println!("  {}: {} of {} bytes {verb}", p.agent, p.bytes_sent, p.bytes_wanted);
+                    last_progress.insert(p.agent.clone(), tokio::time::Instant::now());
                 }
             }
             Ev::Acked(a) => {

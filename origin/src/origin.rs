@@ -59,6 +59,8 @@ pub struct Origin {
     latest: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// Per agent, per repo.
     pub push_state: Mutex<HashMap<(String, String), PushState>>,
+    /// Wakes the supervisor when a repo or agent may have appeared.
+    pub rescan: tokio::sync::Notify,
 }
 
 impl Origin {
@@ -80,6 +82,7 @@ impl Origin {
             events,
             latest: Mutex::new(HashMap::new()),
             push_state: Mutex::new(HashMap::new()),
+            rescan: tokio::sync::Notify::new(),
         })
     }
 
@@ -104,6 +107,8 @@ impl Origin {
             }
             newer
         });
+        // A first publish of a new repo needs reconcilers started now.
+        self.rescan.notify_one();
     }
 
     /// Emits an event and updates the per-agent summary.

@@ -73,7 +73,10 @@ pub async fn supervise(origin: Arc<Origin>, identity: Identity) {
             }
             (Err(e), _) | (_, Err(e)) => tracing::error!(error = %e, "reading agents"),
         }
-        tokio::time::sleep(RESCAN).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RESCAN) => {}
+            _ = origin.rescan.notified() => {}
+        }
     }
 }
 
