@@ -447,10 +447,19 @@ async fn publish(
                     o.bytes_sent = p.bytes_sent;
                 }
                 // One line per agent per second at most: readable in a terminal and a log.
-                let due = last_progress.get(&p.agent).is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                let due = last_progress
+                    .get(&p.agent)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 if !json && (p.phase == "committing" || (p.phase == "sending" && due)) {
-                    let verb = if p.phase == "committing" { "sent, swapping" } else { "sending" };
-                    println!("  {}: {} of {} bytes {verb}", p.agent, p.bytes_sent, p.bytes_wanted);
+                    let verb = if p.phase == "committing" {
+                        "sent, swapping"
+                    } else {
+                        "sending"
+                    };
+                    println!(
+                        "  {}: {} of {} bytes {verb}",
+                        p.agent, p.bytes_sent, p.bytes_wanted
+                    );
                     last_progress.insert(p.agent.clone(), tokio::time::Instant::now());
                 }
             }

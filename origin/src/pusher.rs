@@ -80,6 +80,36 @@ pub fn describe_status(status: &tonic::Status) -> String {
     text
 }
 
+/// Adds the likely cause to a connection failure. With TLS 1.3 a refused
+/// client certificate surfaces as whatever the connection did next (an
+/// alert, a reset, a broken pipe), so the text alone is not enough.
+pub fn explain_connect_error(text: String) -> String {
+    let has = |s: &str| text.contains(s);
+    let hint = if has("ApplicationVerificationFailure") || has("UnknownIssuer") {
+        "the agent presented a TLS id other than the one registered with `agent add --id`"
+    } else if has("AccessDenied")
+        || has("CertificateRequired")
+        || has("BadCertificate")
+        || has("UnknownCA")
+    {
+        "the agent refused this origin's TLS id: add it to origin_ids in the agent's config"
+    } else if has("Connection refused") {
+        "nothing listens there: is `hotpush-agent serve` running, and is the endpoint right?"
+    } else if has("broken pipe")
+        || has("connection closed")
+        || has("operation was canceled")
+        || has("reset by peer")
+    {
+        "the agent closed the connection after the TLS handshake; most often it does not list this \
+         origin's id in origin_ids (its log names the id it refused)"
+    } else if has("timed out") || has("deadline") {
+        "no answer in time: a firewall, or the host is down"
+    } else {
+        return text;
+    };
+    format!("{text} ({hint})")
+}
+
 fn reject_name(code: i32) -> String {
     pb::RejectCode::try_from(code)
         .map(|c| c.as_str_name().trim_start_matches("REJECT_").to_lowercase())
@@ -92,7 +122,9 @@ async fn answer(
 ) -> Result<In, PushFailure> {
     match tokio::time::timeout(limit, responses.message()).await {
         Err(_) => Err(PushFailure::Timeout(limit)),
-        Ok(Err(status)) => Err(PushFailure::Connect(describe_status(&status))),
+        Ok(Err(status)) => Err(PushFailure::Connect(explain_connect_error(
+            describe_status(&status),
+        ))),
         Ok(Ok(None)) => Err(PushFailure::Closed),
         Ok(Ok(Some(pb::PushResponse { msg: None }))) => {
             Err(PushFailure::Protocol("empty response"))
@@ -137,7 +169,7 @@ pub async fn push(
     let mut responses = client
         .push(ReceiverStream::new(rx))
         .await
-        .map_err(|s| PushFailure::Connect(describe_status(&s)))?
+        .map_err(|s| PushFailure::Connect(explain_connect_error(describe_status(&s))))?
         .into_inner();
 
     let wanted = match answer(&mut responses, OFFER_TIMEOUT).await? {
