@@ -349,14 +349,11 @@ mod tests {
         });
         assert!(matches!(no_repomd, ManifestError::NoRepomd));
         let nested = refused(|m| {
-            m.entries.insert(
-                2,
-                Entry {
-                    path: RelPath::new("repodata/x/y", 64).unwrap(),
-                    size: 1,
-                    sha256: Sha256Digest::of(b"x"),
-                },
-            )
+            m.entries.push(Entry {
+                path: RelPath::new("repodata/x/y", 64).unwrap(),
+                size: 1,
+                sha256: Sha256Digest::of(b"x"),
+            })
         });
         assert!(
             matches!(nested, ManifestError::NestedRepodata(_)),
