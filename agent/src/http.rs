@@ -24,17 +24,5 @@ pub async fn serve(root: PathBuf, addrs: Vec<SocketAddr>) -> anyhow::Result<()> 
     let app = Router::new()
         .fallback_service(ServeDir::new(root))
         .layer(middleware::from_fn(access_log));
-    let mut tasks = Vec::new();
-    for addr in addrs {
-        let listener = hotpush_shared::transport::bind(addr)?;
-        tracing::info!(%addr, "serving the tree over HTTP");
-        let app = app.clone();
-        tasks.push(tokio::spawn(
-            async move { axum::serve(listener, app).await },
-        ));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    Ok(hotpush_shared::daemon::serve_http(app, addrs, "the served tree").await?)
 }

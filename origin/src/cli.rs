@@ -260,21 +260,10 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     }
     tokio::spawn(crate::reconcile::supervise(origin.clone(), identity));
     tracing::info!(%origin_id, control = %socket.display(), http = ?config.http_listen, "hotpush-origin ready");
-    shutdown_signal().await;
+    hotpush_shared::daemon::shutdown_signal().await;
     let _ = std::fs::remove_file(socket);
     tracing::info!("hotpush-origin stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn agent(config: &Config, cmd: AgentCommand) -> anyhow::Result<ExitCode> {

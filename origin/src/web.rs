@@ -36,19 +36,7 @@ pub async fn serve(origin: Arc<Origin>, addrs: Vec<SocketAddr>) -> anyhow::Resul
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state);
-    let mut tasks = Vec::new();
-    for addr in addrs {
-        let listener = hotpush_shared::transport::bind(addr)?;
-        tracing::info!(%addr, "serving metalink and status over HTTP");
-        let app = app.clone();
-        tasks.push(tokio::spawn(
-            async move { axum::serve(listener, app).await },
-        ));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    Ok(())
+    Ok(hotpush_shared::daemon::serve_http(app, addrs, "metalink and status").await?)
 }
 
 /// `GET /metalink?repo=<repo>&arch=<arch>`, MirrorManager's form. The repo

@@ -1,6 +1,7 @@
 //! hotpush's shared library: everything the origin and the agents must agree on.
 //!
 //! # Layout
+//! - [`daemon`]: logging, shutdown and HTTP serving shared by both daemons.
 //! - [`digest`]: the `Sha256Digest` newtype and hash-while-writing.
 //! - [`limits`]: explicit, documented size limits.
 //! - [`relpath`]: validated relative paths (§4 path rules).
@@ -12,6 +13,7 @@
 //! - [`metalink`]: the MirrorManager-format metalink writer and parser.
 //! - [`transport`]: dual-stack listeners, TLS accept loops and gRPC channels.
 
+pub mod daemon;
 pub mod digest;
 pub mod identity;
 pub mod limits;

@@ -1,0 +1,45 @@
+//! What both daemons do the same way: logging, shutdown on SIGINT/SIGTERM,
+//! and serving an HTTP router on several addresses.
+
+use std::net::SocketAddr;
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what systemd sends).
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Serves `app` on every address (dual-stack for `[::]`) until one fails.
+pub async fn serve_http(
+    app: axum::Router,
+    addrs: Vec<SocketAddr>,
+    what: &'static str,
+) -> std::io::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in addrs {
+        let listener = crate::transport::bind(addr)?;
+        tracing::info!(%addr, "serving {what} over HTTP");
+        tasks.spawn(axum::serve(listener, app.clone()).into_future());
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(std::io::Error::other)??;
+    }
+    Ok(())
+}
