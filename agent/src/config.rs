@@ -46,6 +46,8 @@ struct RawConfig {
     origin_keys: Vec<String>,
     repos: Vec<String>,
     #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default)]
     retain_for_secs: Option<u64>,
     #[serde(default)]
     min_free_bytes: Option<u64>,
@@ -65,6 +67,9 @@ pub struct Config {
     pub origin_ids: Vec<PeerId>,
     pub origin_keys: TrustedKeys,
     pub repos: Vec<RepoName>,
+    /// Base URL under which clients reach `serve_root` (the partner's front
+    /// end); each ack says whether it serves the new snapshot.
+    pub public_url: Option<String>,
     pub retain_for: Duration,
     /// Refuse a push that would leave less than this free on the data disk.
     pub min_free_bytes: u64,
@@ -123,7 +128,21 @@ impl Config {
             .iter()
             .map(|r| RepoName::new(r).map_err(|e| invalid(format!("repos: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let public_url = match raw.public_url.filter(|u| !u.is_empty()) {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                return Err(invalid(format!(
+                    "public_url must be an http:// or https:// URL, not {u:?}"
+                )));
+            }
+            Some(u) => Some(u),
+            // Without a front end, the built-in server is what clients reach.
+            None => raw
+                .http_listen
+                .first()
+                .map(|a| format!("http://{}/", loopback_if_unspecified(*a))),
+        };
         Ok(Self {
+            public_url,
             listen: raw.listen,
             http_listen: raw.http_listen,
             data_dir: resolve(raw.data_dir),
@@ -139,9 +158,31 @@ impl Config {
         })
     }
 
+    /// `public_url/<repo>/repodata/repomd.xml`.
+    pub fn public_repomd_url(&self, repo: &RepoName) -> Option<String> {
+        let base = self.public_url.as_deref()?;
+        Some(format!(
+            "{}/{repo}/repodata/repomd.xml",
+            base.trim_end_matches('/')
+        ))
+    }
+
     /// True when this agent carries `repo`.
     pub fn carries(&self, repo: &RepoName) -> bool {
         self.repos.contains(repo)
+    }
+}
+
+/// `[::]:80` → `[::1]:80`: an address this host can connect to.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 
@@ -191,6 +232,13 @@ origin_keys = [{keys}]
 # Repos this agent carries; pushes for any other repo are refused.
 repos = [{repos}]
 
+# The base URL of serve_root as clients reach it through your front end,
+# e.g. "https://mirror.example.org/hotpush/". After every swap the agent
+# fetches <public_url>/<repo>/repodata/repomd.xml from it and tells the
+# origin whether clients see the new snapshot; the metalink lists this
+# mirror only when they do. Defaults to the built-in HTTP server.
+# public_url = ""
+
 # How long files of a replaced snapshot stay reachable (dnf's default
 # metadata_expire is 48 h, so clients may still ask for them).
 # retain_for_secs = 172800
@@ -229,6 +277,17 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("/etc/hotpush/data"));
         assert_eq!(c.retain_for, Duration::from_secs(DEFAULT_RETAIN_FOR_SECS));
         assert_eq!(c.http_listen.len(), 1);
+        let repo = RepoName::new("f41-critical/x86_64").unwrap();
+        assert_eq!(
+            c.public_repomd_url(&repo).as_deref(),
+            Some("http://[::1]:8080/f41-critical/x86_64/repodata/repomd.xml")
+        );
+        let fronted = format!("{text}\npublic_url = \"https://m.example/hotpush/\"\n");
+        let c = Config::parse(&fronted, Path::new("/a.toml")).unwrap();
+        assert_eq!(
+            c.public_repomd_url(&repo).as_deref(),
+            Some("https://m.example/hotpush/f41-critical/x86_64/repodata/repomd.xml")
+        );
         assert!(c.carries(&RepoName::new("f41-critical/x86_64").unwrap()));
     }
 

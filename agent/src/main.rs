@@ -5,6 +5,7 @@
 mod config;
 mod http;
 mod push;
+mod selfcheck;
 mod service;
 mod state;
 mod status;
@@ -189,7 +190,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let http_addrs = config.http_listen.clone();
     let serve_root = config.serve_root.clone();
     let listen = config.listen.clone();
-    let agent = Arc::new(Agent::new(config, tree, agent_id.clone()));
+    let http = selfcheck::client().context("building the HTTP client for the public-URL check")?;
+    let agent = Arc::new(Agent::new(config, tree, agent_id.clone(), http));
     let service =
         AgentServer::new(service::AgentService { agent }).max_decoding_message_size(max_message);
     let incoming = transport::tls_incoming(listeners, TlsAcceptor::from(tls));

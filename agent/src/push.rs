@@ -19,6 +19,7 @@ use hotpush_shared::store::{PartialBlob, StoreError};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::selfcheck;
 use crate::swap::{SwapError, Tree};
 
 /// What the origin sends, decoded.
@@ -161,11 +162,13 @@ pub struct Agent {
     swap_locks: HashMap<RepoName, tokio::sync::Mutex<()>>,
     /// Blobs some push is writing right now: two pushes never write one partial file.
     receiving: Mutex<HashSet<Sha256Digest>>,
+    /// For checking the public URL after a swap.
+    http: reqwest::Client,
 }
 
 impl Agent {
     /// Builds the shared state for the configured repos.
-    pub fn new(config: Config, tree: Tree, agent_id: String) -> Self {
+    pub fn new(config: Config, tree: Tree, agent_id: String, http: reqwest::Client) -> Self {
         let offered = config
             .repos
             .iter()
@@ -183,6 +186,7 @@ impl Agent {
             offered,
             swap_locks,
             receiving: Mutex::new(HashSet::new()),
+            http,
         }
     }
 
@@ -224,6 +228,7 @@ fn ack_for(manifest: &Manifest, digest: Sha256Digest, timings: pb::Timings) -> p
             .map(|e| Bytes::copy_from_slice(&e.sha256.0))
             .unwrap_or_default(),
         timings: Some(timings),
+        ..Default::default()
     }
 }
 
@@ -318,9 +323,18 @@ where
     S: Stream<Item = Inbound> + Unpin,
 {
     match session(&agent, &mut inbound, &out).await {
-        Ok(Some(ack)) => {
-            tracing::info!(repo = %ack.repo, version = ack.version, "acked: snapshot is live");
+        Ok(Some(mut ack)) => {
             let repo = RepoName::new(&ack.repo);
+            if let (Ok(repo), Ok(expected)) = (&repo, Sha256Digest::from_slice(&ack.repomd_sha256))
+            {
+                let check =
+                    selfcheck::check(&agent.http, agent.config.public_repomd_url(repo), expected)
+                        .await;
+                ack.public_url = check.url;
+                ack.public_verified = check.verified;
+                ack.public_detail = check.detail;
+            }
+            tracing::info!(repo = %ack.repo, version = ack.version, public_verified = ack.public_verified, "acked: snapshot is live");
             let _ = out.send(Outbound::Ack(ack)).await;
             // Garbage collection after the ack: it never delays a publish.
             if let Ok(repo) = repo {

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS acks (
     version INTEGER NOT NULL,
     manifest_digest BLOB NOT NULL,
     acked_unix INTEGER NOT NULL,
+    public_verified INTEGER NOT NULL,   -- the agent's public URL served this version
+    public_detail TEXT NOT NULL,
     PRIMARY KEY (agent, repo)
 );
 CREATE TABLE IF NOT EXISTS audit (
@@ -114,6 +116,9 @@ pub struct AckRecord {
     pub version: u64,
     pub manifest_digest: Sha256Digest,
     pub acked_unix: i64,
+    /// Clients reach this version through the agent's public URL.
+    pub public_verified: bool,
+    pub public_detail: String,
 }
 
 /// One audit log line.
@@ -294,13 +299,16 @@ impl Db {
         repo: &str,
         version: u64,
         digest: &Sha256Digest,
+        public_verified: bool,
+        public_detail: &str,
     ) -> Result<(), DbError> {
         let conn = self.lock()?;
         conn.execute(
-            "INSERT INTO acks (agent, repo, version, manifest_digest, acked_unix) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (agent, repo) DO UPDATE SET version = excluded.version, manifest_digest = excluded.manifest_digest, acked_unix = excluded.acked_unix
+            "INSERT INTO acks (agent, repo, version, manifest_digest, acked_unix, public_verified, public_detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (agent, repo) DO UPDATE SET version = excluded.version, manifest_digest = excluded.manifest_digest,
+                 acked_unix = excluded.acked_unix, public_verified = excluded.public_verified, public_detail = excluded.public_detail
              WHERE excluded.version >= acks.version",
-            params![agent, repo, version, &digest.0[..], now_unix()],
+            params![agent, repo, version, &digest.0[..], now_unix(), public_verified, public_detail],
         )?;
         Ok(())
     }
@@ -309,7 +317,7 @@ impl Db {
     pub fn acks(&self, repo: &str) -> Result<Vec<AckRecord>, DbError> {
         let conn = self.lock()?;
         let mut stmt =
-            conn.prepare("SELECT agent, repo, version, manifest_digest, acked_unix FROM acks WHERE repo = ?1 ORDER BY agent")?;
+            conn.prepare("SELECT agent, repo, version, manifest_digest, acked_unix, public_verified, public_detail FROM acks WHERE repo = ?1 ORDER BY agent")?;
         let rows = stmt.query_map([repo], |r| {
             Ok(AckRecord {
                 agent: r.get(0)?,
@@ -317,6 +325,8 @@ impl Db {
                 version: r.get(2)?,
                 manifest_digest: digest_col(r.get(3)?)?,
                 acked_unix: r.get(4)?,
+                public_verified: r.get(5)?,
+                public_detail: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -425,8 +435,8 @@ mod tests {
             .unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
         assert_eq!(db.latest("r").unwrap().unwrap().version, 2);
-        db.record_ack("a1", "r", 2, &d).unwrap();
-        db.record_ack("a1", "r", 1, &d).unwrap();
+        db.record_ack("a1", "r", 2, &d, true, "").unwrap();
+        db.record_ack("a1", "r", 1, &d, true, "").unwrap();
         assert_eq!(db.acks("r").unwrap()[0].version, 2);
         let log = db.audit_log().unwrap();
         assert_eq!(log.len(), 2);

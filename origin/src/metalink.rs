@@ -27,7 +27,8 @@ pub struct Current {
     pub mirrors: Vec<AgentRecord>,
 }
 
-/// The newest version acked by at least `min_acks` agents.
+/// The newest version acked by at least `min_acks` agents whose public URL
+/// was seen serving it.
 pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, DbError> {
     let agents: Vec<AgentRecord> = origin
         .db
@@ -44,6 +45,7 @@ pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, D
                     k.agent == a.name
                         && k.version == version.version
                         && k.manifest_digest == version.manifest_digest
+                        && k.public_verified
                 })
             })
             .cloned()

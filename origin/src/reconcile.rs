@@ -163,11 +163,28 @@ async fn reconcile(origin: Arc<Origin>, agent: AgentRecord, repo: String, channe
                 backoff = MIN_BACKOFF;
             }
             Some(Ok(done)) => {
-                if let Err(e) = origin
-                    .db
-                    .record_ack(&agent.name, &repo, version, &signed.digest())
+                let (verified, detail) = public_check(&agent, &repo, &done.ack);
+                let digest = signed.digest();
+                if let Err(e) =
+                    origin
+                        .db
+                        .record_ack(&agent.name, &repo, version, &digest, verified, &detail)
                 {
                     tracing::error!(error = %e, "recording ack");
+                }
+                if !verified {
+                    let reason = format!("live on the agent, but clients do not see it: {detail}");
+                    tracing::warn!(agent = %agent.name, %repo, version, %reason, retry_in = ?backoff, "public URL check failed");
+                    origin.emit(event(EventKind::Failed {
+                        reason,
+                        will_retry: true,
+                    }));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = superseded(&mut latest, version) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
                 tracing::info!(agent = %agent.name, %repo, version, bytes = done.bytes_sent, ms = done.elapsed.as_millis() as u64, repomd = %hex::encode(&done.ack.repomd_sha256), "acked");
                 origin.emit(event(EventKind::Acked {
@@ -191,6 +208,33 @@ async fn reconcile(origin: Arc<Origin>, agent: AgentRecord, repo: String, channe
             }
         }
     }
+}
+
+/// Whether the agent's own check of its public URL counts: it must have
+/// fetched the URL this origin lists in the metalink.
+fn public_check(agent: &AgentRecord, repo: &str, ack: &hotpush_proto::Ack) -> (bool, String) {
+    let listed = format!(
+        "{}repodata/repomd.xml",
+        crate::metalink::join_url(&agent.public_url, repo)
+    );
+    if !ack.public_verified {
+        let detail = if ack.public_detail.is_empty() {
+            "not checked".to_owned()
+        } else {
+            ack.public_detail.clone()
+        };
+        return (false, format!("{}: {detail}", ack.public_url));
+    }
+    if ack.public_url != listed {
+        return (
+            false,
+            format!(
+                "the agent checked {} but is registered with {listed}: fix --public-url or the agent's public_url",
+                ack.public_url
+            ),
+        );
+    }
+    (true, String::new())
 }
 
 /// Resolves once a version newer than `version` is announced.
