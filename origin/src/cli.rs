@@ -84,6 +84,20 @@ enum Command {
     },
     /// Show the audit log of publishes.
     Audit,
+    /// Print the dnf .repo stanza for REPO, for the distribution's -repos package.
+    RepoFile {
+        /// Repo name, e.g. f41-critical/x86_64.
+        repo: String,
+        /// Base URL of this origin as clients reach it (default: public_url from the config).
+        #[arg(long)]
+        origin_url: Option<String>,
+        /// gpgkey= value.
+        #[arg(
+            long,
+            default_value = "file:///etc/pki/rpm-gpg/RPM-GPG-KEY-fedora-$releasever-$basearch"
+        )]
+        gpgkey: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +167,20 @@ pub fn run() -> ExitCode {
             .and_then(|c| publish(&c, &repo, &from, &wait, Duration::from_secs(timeout), json)),
         Command::Status { json } => load(&cli.config).and_then(|c| status(&c, json)),
         Command::Audit => load(&cli.config).and_then(|c| audit(&c)),
+        Command::RepoFile {
+            repo,
+            origin_url,
+            gpgkey,
+        } => load(&cli.config).and_then(|c| {
+            let base = origin_url.or(c.public_url.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no origin URL: pass --origin-url or set public_url in {}",
+                    cli.config.display()
+                )
+            })?;
+            print!("{}", repo_file(&repo, &base, &gpgkey)?);
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -597,9 +625,66 @@ fn audit(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The `.repo` stanza, with comments that say why each value is what it is.
+fn repo_file(repo: &str, origin_url: &str, gpgkey: &str) -> anyhow::Result<String> {
+    hotpush_shared::manifest::RepoName::new(repo)?;
+    let (name, arch) = repo.rsplit_once('/').unwrap_or((repo, ""));
+    let id = format!("hotpush-{}", name.replace('/', "-"));
+    let mut metalink = format!("{}/metalink?repo={name}", origin_url.trim_end_matches('/'));
+    if !arch.is_empty() {
+        metalink.push_str("&arch=");
+        metalink.push_str(arch);
+    }
+    Ok(format!(
+        r#"# Urgent security fixes, pushed by hotpush ({repo}).
+# Usually empty: it carries packages only during an emergency, and an empty
+# repo costs each client about one kilobyte per refresh.
+[{id}]
+name=Urgent security fixes ({name})
+# The metalink lists only mirrors that already serve the newest snapshot.
+metalink={metalink}
+enabled=1
+type=rpm
+# Packages are signed with the distribution's key, as in every other repo.
+gpgcheck=1
+gpgkey={gpgkey}
+# Optional: hotpush swaps repomd.xml and repomd.xml.asc together on every mirror.
+repo_gpgcheck=0
+# Short, so a fix arrives within the hour: a refresh that finds nothing new
+# costs one metalink GET (dnf "revives" its cache when the hashes match).
+metadata_expire=1h
+# An outage of this side repo must never block ordinary dnf use.
+skip_if_unavailable=True
+"#
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repo_file_stanza() {
+        let text = repo_file(
+            "f41-critical/x86_64",
+            "https://origin.example.org/",
+            "file:///k",
+        )
+        .unwrap();
+        assert!(text.contains("[hotpush-f41-critical]\n"), "{text}");
+        assert!(text.contains(
+            "metalink=https://origin.example.org/metalink?repo=f41-critical&arch=x86_64\n"
+        ));
+        for line in [
+            "gpgcheck=1",
+            "metadata_expire=1h",
+            "skip_if_unavailable=True",
+            "gpgkey=file:///k",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        assert!(repo_file("bad name", "https://o/", "k").is_err());
+    }
 
     #[test]
     fn wait_targets() {

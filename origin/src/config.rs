@@ -44,6 +44,10 @@ struct RawConfig {
     #[serde(default)]
     fallback_url: Option<String>,
     #[serde(default)]
+    alternates_grace_secs: Option<u64>,
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default)]
     manifest_lifetime_secs: Option<u64>,
     #[serde(default)]
     limits: Limits,
@@ -63,6 +67,13 @@ pub struct Config {
     /// Base URL of a copy the origin's operator serves (`{repo}` is replaced),
     /// listed last in every metalink as the fallback.
     pub fallback_url: Option<String>,
+    /// After a publish, how long the previous repomd.xml stays acceptable as
+    /// an `mm0:alternate` (and mirrors still on it stay listed, after the
+    /// current ones). Zero, the default, lists no alternates: an alternate
+    /// lets a client stay on the vulnerable version.
+    pub alternates_grace: Duration,
+    /// Base URL under which clients reach this origin's HTTP (for `repo-file`).
+    pub public_url: Option<String>,
     pub manifest_lifetime: Duration,
     pub limits: Limits,
 }
@@ -102,6 +113,8 @@ impl Config {
             http_listen: raw.http_listen,
             min_acks,
             fallback_url: raw.fallback_url.filter(|u| !u.is_empty()),
+            alternates_grace: Duration::from_secs(raw.alternates_grace_secs.unwrap_or(0)),
+            public_url: raw.public_url.filter(|u| !u.is_empty()),
             manifest_lifetime: Duration::from_secs(
                 raw.manifest_lifetime_secs
                     .unwrap_or(DEFAULT_MANIFEST_LIFETIME_SECS),
@@ -140,6 +153,15 @@ http_listen = ["{http_listen}"]
 # A copy the origin's operator serves, listed last in every metalink as a
 # fallback ("{{repo}}" is replaced by the repo name). Leave unset for none.
 # fallback_url = "https://origin.example.org/hotpush/{{repo}}/"
+
+# The URL clients use to reach this origin's HTTP listener, for the
+# metalink= line that `hotpush-origin repo-file` prints.
+# public_url = "https://origin.example.org/"
+
+# Seconds after a publish during which the previous repomd.xml is still
+# accepted as an mm0:alternate. 0 (the default) lists no alternates: during
+# an emergency a client must not be allowed to stay on the vulnerable version.
+# alternates_grace_secs = 0
 
 # How long a signed manifest may be installed (seconds).
 # manifest_lifetime_secs = 1209600

@@ -106,6 +106,7 @@ pub struct VersionRecord {
     pub manifest_digest: Sha256Digest,
     pub signed: Vec<u8>,
     pub repomd_timestamp: u64,
+    pub created_unix: i64,
 }
 
 /// An agent's latest ack for a repo.
@@ -255,6 +256,7 @@ impl Db {
             manifest_digest: digest,
             signed,
             repomd_timestamp,
+            created_unix,
         }))
     }
 
@@ -265,6 +267,7 @@ impl Db {
             manifest_digest: digest_col(r.get(2)?)?,
             signed: r.get(3)?,
             repomd_timestamp: r.get(4)?,
+            created_unix: r.get(5)?,
         })
     }
 
@@ -272,7 +275,7 @@ impl Db {
     pub fn versions(&self, repo: &str, limit: usize) -> Result<Vec<VersionRecord>, DbError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(
-            "SELECT repo, version, manifest_digest, signed, repomd_timestamp FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
+            "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![repo, limit as i64], Self::version_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

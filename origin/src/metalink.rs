@@ -132,6 +132,7 @@ pub fn render(
         min_acks: origin.config.min_acks,
     })?;
     let description = cache.get(origin, &current.version)?;
+    let (alternates, lagging) = grace_alternates(origin, cache, repo, &current)?;
     let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name.as_str()).collect();
     names.sort_unstable();
     let etag = format!(
@@ -140,8 +141,12 @@ pub fn render(
         &hotpush_shared::Sha256Digest::of(format!("{description:?}{names:?}").as_bytes()).to_hex()
             [..16]
     );
-    let mut mirrors: Vec<Mirror> = weighted_order(current.mirrors, &mut rand::rng())
+    let mut rng = rand::rng();
+    // Mirrors on the current version first; inside the grace window, those
+    // still on the previous one after them.
+    let mut mirrors: Vec<Mirror> = weighted_order(current.mirrors, &mut rng)
         .into_iter()
+        .chain(weighted_order(lagging, &mut rng))
         .map(|a| Mirror {
             base_url: join_url(&a.public_url, repo),
             location: String::new(),
@@ -153,9 +158,53 @@ pub fn render(
             location: String::new(),
         });
     }
-    // No alternates: an alternate would let a client stay on the vulnerable version.
-    let body = write_metalink(&description, &[], &mirrors, SystemTime::now());
+    let body = write_metalink(&description, &alternates, &mirrors, SystemTime::now());
     Ok(Rendered { body, etag })
+}
+
+/// Alternates for versions replaced less than `alternates_grace` ago, and
+/// the verified mirrors still serving them. Empty by default.
+fn grace_alternates(
+    origin: &Origin,
+    cache: &DescriptionCache,
+    repo: &str,
+    current: &Current,
+) -> Result<(Vec<FileDescription>, Vec<AgentRecord>), MetalinkError> {
+    let grace = origin.config.alternates_grace.as_secs() as i64;
+    if grace == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let now = crate::db::now_unix();
+    let versions = origin.db.versions(repo, LOOKBACK)?;
+    let acks = origin.db.acks(repo)?;
+    let agents: Vec<AgentRecord> = origin
+        .db
+        .agents()?
+        .into_iter()
+        .filter(|a| a.carries(repo))
+        .collect();
+    let mut alternates = Vec::new();
+    let mut lagging = Vec::new();
+    // Each older version is acceptable until grace after its successor appeared.
+    for pair in versions.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        if older.version >= current.version.version || now - newer.created_unix >= grace {
+            continue;
+        }
+        alternates.push(cache.get(origin, older)?);
+        for a in &agents {
+            let on_older = acks.iter().any(|k| {
+                k.agent == a.name
+                    && k.version == older.version
+                    && k.manifest_digest == older.manifest_digest
+                    && k.public_verified
+            });
+            if on_older {
+                lagging.push(a.clone());
+            }
+        }
+    }
+    Ok((alternates, lagging))
 }
 
 /// `http://host/base/` + `f41/x86_64` → `http://host/base/f41/x86_64/`.
