@@ -35,7 +35,10 @@ pub async fn serve(origin: Arc<Origin>, addrs: Vec<SocketAddr>) -> anyhow::Resul
         .route("/metalink", get(metalink))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn(
+            hotpush_shared::daemon::access_log,
+        ));
     Ok(hotpush_shared::daemon::serve_http(app, addrs, "metalink and status").await?)
 }
 

@@ -26,6 +26,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Middleware: one line per request, target `access`:
+/// `GET /path?query 200 1234` (status, then body bytes or `-`).
+pub async fn access_log(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    let bytes = response
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            axum::body::HttpBody::size_hint(response.body())
+                .exact()
+                .map(|n| n.to_string())
+        })
+        .unwrap_or_else(|| "-".into());
+    tracing::info!(target: "access", "{method} {uri} {} {bytes}", response.status().as_u16());
+    response
+}
+
 /// Serves `app` on every address (dual-stack for `[::]`) until one fails.
 pub async fn serve_http(
     app: axum::Router,
