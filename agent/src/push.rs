@@ -86,6 +86,8 @@ pub enum PushError {
         a: u64,
         b: u64,
     },
+    #[error("{path} is declared empty but with sha256 {digest}")]
+    EmptyMismatch { path: String, digest: Sha256Digest },
     #[error("chunk for blob {0}, which was not wanted")]
     Unwanted(String),
     #[error("chunk of {len} bytes is over the limit of {max}")]
@@ -129,7 +131,9 @@ impl PushError {
                 | ManifestError::TotalTooLarge { .. },
             )
             | PushError::ChunkTooLarge { .. } => C::RejectLimit,
-            PushError::Manifest(_) | PushError::ConflictingSizes { .. } => C::RejectBadManifest,
+            PushError::Manifest(_)
+            | PushError::ConflictingSizes { .. }
+            | PushError::EmptyMismatch { .. } => C::RejectBadManifest,
             PushError::UnknownRepo(..) => C::RejectUnknownRepo,
             PushError::Rollback { .. } => C::RejectRollback,
             PushError::Replay { .. } => C::RejectReplay,
@@ -445,6 +449,16 @@ where
             });
         }
         sizes.insert(e.sha256, e.size);
+        // No chunk ever carries an empty file: store it here, after verification.
+        if e.size == 0 && !agent.tree.store.has(&e.sha256) {
+            if e.sha256 != Sha256Digest::of(b"") {
+                return Err(PushError::EmptyMismatch {
+                    path: e.path.to_string(),
+                    digest: e.sha256,
+                });
+            }
+            tokio::task::block_in_place(|| agent.tree.store.import_bytes(b""))?;
+        }
     }
     let wanted: Vec<(Sha256Digest, u64)> = sizes
         .iter()
