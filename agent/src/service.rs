@@ -41,8 +41,10 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
         }) => Some(Inbound::Commit),
         Ok(pb::PushRequest { msg: None }) => Some(Inbound::Malformed("empty message".into())),
         Err(status)
-            if status.code() == tonic::Code::ResourceExhausted
-                || status.code() == tonic::Code::Internal =>
+            if matches!(
+                status.code(),
+                tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::Internal
+            ) =>
         {
             Some(Inbound::Malformed(format!(
                 "undecodable message: {}",
