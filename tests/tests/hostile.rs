@@ -1,0 +1,779 @@
+//! Hostile pushes: a rogue origin holding a TLS identity the agent accepts
+//! sends crafted exchanges. Each is refused with a specific reason, and
+//! nothing was written before the manifest's signature, trust, limits and
+//! paths checked out (the agent's directories are compared byte for byte).
+
+#![allow(clippy::unwrap_used)] // a test file: a panic is the failure report
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hotpush_proto as pb;
+use hotpush_proto::push_request::Msg as Out;
+use hotpush_proto::push_response::Msg as In;
+use hotpush_shared::Sha256Digest;
+use hotpush_shared::identity::{Identity, PinnedVerifier, client_config, install_crypto_provider};
+use hotpush_shared::sign::SigningKey;
+use hotpush_tests::{bin, free_port, run_ok, wait_until};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const REPO: &str = "sec/x86_64";
+
+/// What a case sends after the agent's Want (or instead of waiting for it).
+enum After {
+    /// Send these, then Commit only if the bool says so, then hang up.
+    Send(Vec<pb::PushRequest>),
+}
+
+fn offer(signed: pb::SignedManifest) -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Offer(pb::Offer {
+            manifest: Some(signed),
+        })),
+    }
+}
+
+fn chunk(digest: &Sha256Digest, offset: u64, data: &[u8]) -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Chunk(pb::Chunk {
+            digest: Bytes::copy_from_slice(&digest.0),
+            offset,
+            data: Bytes::copy_from_slice(data),
+        })),
+    }
+}
+
+fn commit() -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Commit(pb::Commit {})),
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A manifest under construction, as the wire type, so that it can be broken.
+#[derive(Clone)]
+struct Draft {
+    m: pb::Manifest,
+}
+
+impl Draft {
+    fn new(version: u64, files: &[(&str, &[u8])]) -> Self {
+        let mut entries: Vec<pb::Entry> = files
+            .iter()
+            .map(|(p, body)| pb::Entry {
+                path: (*p).to_owned(),
+                size: body.len() as u64,
+                sha256: Bytes::copy_from_slice(&Sha256Digest::of(body).0),
+            })
+            .collect();
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Self {
+            m: pb::Manifest {
+                format: 1,
+                repo: REPO.into(),
+                version,
+                created_unix: now(),
+                expires_unix: now() + 3600,
+                entries,
+            },
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.m.encode_to_vec()
+    }
+}
+
+fn signed_bytes(key: &SigningKey, bytes: Vec<u8>) -> pb::SignedManifest {
+    key.sign(Bytes::from(bytes)).to_pb()
+}
+
+/// One running agent and a rogue origin it trusts.
+struct Bench {
+    dir: tempfile::TempDir,
+    agent: Child,
+    port: u16,
+    key: SigningKey,
+    identity: Identity,
+    agent_id: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
+
+impl Bench {
+    fn start() -> Self {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let origin_dir = dir.path().join("origin");
+        let out = run_ok(
+            Command::new(bin("hotpush-origin"))
+                .args(["init", "--dir"])
+                .arg(&origin_dir)
+                .args(["--http", "127.0.0.1:1"]),
+        );
+        let field = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap()
+        };
+        let (origin_id, origin_key) = (field("origin-id:"), field("signing-key:"));
+        let port = free_port("127.0.0.1".parse().unwrap());
+        let agent_dir = dir.path().join("agent");
+        let agent_id = run_ok(
+            Command::new(bin("hotpush-agent"))
+                .args(["init", "--dir"])
+                .arg(&agent_dir)
+                .args([
+                    "--origin-id",
+                    &origin_id,
+                    "--origin-key",
+                    &origin_key,
+                    "--repo",
+                    REPO,
+                ])
+                .args(["--listen", &format!("127.0.0.1:{port}")]),
+        )
+        .trim()
+        .to_owned();
+        // Small limits so that the limit cases are cheap to build.
+        let config = agent_dir.join("agent.toml");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str("\n[limits]\nmax_entries = 40\nmax_manifest_bytes = 4096\nmax_chunk_bytes = 65536\nmax_path_bytes = 200\n");
+        std::fs::write(&config, text).unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let agent = Command::new(bin("hotpush-agent"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_until("the agent to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        let key = SigningKey::load(&origin_dir.join("keys/signing.key")).unwrap();
+        let identity = Identity::load(
+            &origin_dir.join("tls/cert.pem"),
+            &origin_dir.join("tls/key.pem"),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Self {
+            dir,
+            agent,
+            port,
+            key,
+            identity,
+            agent_id,
+            rt,
+        }
+    }
+
+    fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Sends `first`, then (if the agent answers with a Want) `after`, and
+    /// returns every answer until the agent closes the stream.
+    fn exchange(
+        &self,
+        first: Vec<pb::PushRequest>,
+        after: impl FnOnce(&pb::Want) -> After,
+    ) -> Vec<In> {
+        let config = client_config(
+            &self.identity,
+            PinnedVerifier::new([self.agent_id.parse().unwrap()], "agent"),
+        )
+        .unwrap();
+        let url = format!("https://127.0.0.1:{}", self.port);
+        self.rt.block_on(async move {
+            let channel = hotpush_shared::transport::tls_channel(&url, config).unwrap();
+            let mut client = pb::agent_client::AgentClient::new(channel);
+            let (tx, rx) = mpsc::channel(64);
+            for m in first {
+                tx.send(m).await.unwrap();
+            }
+            let mut stream = client
+                .push(ReceiverStream::new(rx))
+                .await
+                .expect("push call")
+                .into_inner();
+            let mut answers = Vec::new();
+            let mut tx = Some(tx);
+            let mut after = Some(after);
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(10), stream.message()).await;
+                let Ok(Ok(Some(pb::PushResponse { msg: Some(msg) }))) = next else {
+                    break;
+                };
+                if let (In::Want(w), Some(sender), Some(after)) = (&msg, tx.take(), after.take()) {
+                    let After::Send(msgs) = after(w);
+                    for m in msgs {
+                        if sender.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    drop(sender); // hang up our side: the agent sees the end of the stream
+                }
+                answers.push(msg);
+            }
+            answers
+        })
+    }
+
+    /// A complete, honest push.
+    fn push_ok(&self, draft: &Draft, files: &[(&str, &[u8])]) {
+        let bodies: BTreeMap<Sha256Digest, Vec<u8>> = files
+            .iter()
+            .map(|(_, b)| (Sha256Digest::of(b), b.to_vec()))
+            .collect();
+        let answers = self.exchange(
+            vec![offer(signed_bytes(&self.key, draft.bytes()))],
+            |want| {
+                let mut msgs = Vec::new();
+                for w in &want.blobs {
+                    let d = Sha256Digest::from_slice(&w.digest).unwrap();
+                    msgs.push(chunk(&d, 0, &bodies[&d]));
+                }
+                msgs.push(commit());
+                After::Send(msgs)
+            },
+        );
+        assert!(
+            matches!(answers.last(), Some(In::Ack(_))),
+            "honest push not acked: {answers:?}\n{}",
+            self.log()
+        );
+    }
+}
+
+/// Every file under `dir`: path → sha256 (or symlink target).
+fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if skip.iter().any(|s| rel.starts_with(s)) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.file_type().is_symlink() {
+                out.insert(
+                    rel,
+                    format!("-> {}", std::fs::read_link(&path).unwrap().display()),
+                );
+            } else if meta.is_dir() {
+                out.insert(rel, "dir".into());
+                stack.push(path);
+            } else {
+                out.insert(
+                    rel,
+                    Sha256Digest::of(&std::fs::read(&path).unwrap()).to_hex(),
+                );
+            }
+        }
+    }
+    out
+}
+
+struct Case {
+    name: &'static str,
+    first: Vec<pb::PushRequest>,
+    after: Box<dyn FnOnce(&pb::Want) -> After>,
+    /// Expected reject code, or None when the agent should just see a hang-up.
+    code: Option<pb::RejectCode>,
+    reason: &'static str,
+    /// True when the manifest itself was valid, so receiving into tmp/ was allowed.
+    blob_stage: bool,
+}
+
+#[test]
+fn hostile_pushes_are_refused_before_anything_is_written() {
+    use pb::RejectCode as C;
+    let bench = Bench::start();
+    let repomd = b"<repomd/>".as_slice();
+    let pkg = b"package v1".as_slice();
+    let v1_files = [("repodata/repomd.xml", repomd), ("Packages/a.rpm", pkg)];
+    bench.push_ok(&Draft::new(5, &v1_files), &v1_files);
+
+    let new_pkg = b"package v2 with the fix".to_vec();
+    let new_digest = Sha256Digest::of(&new_pkg);
+    let v6 = || {
+        Draft::new(
+            6,
+            &[
+                ("repodata/repomd.xml", b"<repomd v6/>"),
+                ("Packages/b.rpm", &new_pkg),
+            ],
+        )
+    };
+    let key = &bench.key;
+    let stranger = SigningKey::generate().unwrap();
+    let sign = |d: &Draft| signed_bytes(key, d.bytes());
+    let edit = |f: &dyn Fn(&mut pb::Manifest)| {
+        let mut d = v6();
+        f(&mut d.m);
+        vec![offer(sign(&d))]
+    };
+    let path_case = |p: &'static str| {
+        edit(&move |m: &mut pb::Manifest| {
+            m.entries.push(pb::Entry {
+                path: p.into(),
+                size: 1,
+                sha256: Bytes::copy_from_slice(&[1; 32]),
+            });
+            m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        })
+    };
+    let none = || -> Box<dyn FnOnce(&pb::Want) -> After> { Box::new(|_| After::Send(vec![])) };
+    let manifest_case = |name, first, code, reason| Case {
+        name,
+        first,
+        after: none(),
+        code: Some(code),
+        reason,
+        blob_stage: false,
+    };
+    let blob_case =
+        |name, after: Box<dyn FnOnce(&pb::Want) -> After>, code: Option<C>, reason| Case {
+            name,
+            first: vec![offer(sign(&v6()))],
+            after,
+            code,
+            reason,
+            blob_stage: true,
+        };
+
+    let mut bad_sig = sign(&v6());
+    bad_sig.signatures[0].ed25519_sig = Bytes::from(vec![7u8; 64]);
+    let mut other_bytes = sign(&v6());
+    other_bytes.manifest_bytes =
+        Bytes::from(Draft::new(7, &[("repodata/repomd.xml", b"x")]).bytes());
+    let mut unsigned = sign(&v6());
+    unsigned.signatures.clear();
+    // Non-UTF-8: encode a placeholder path, then corrupt its bytes under the signature.
+    let mut raw = v6();
+    raw.m.entries.push(pb::Entry {
+        path: "Packages/zzzz".into(),
+        size: 1,
+        sha256: Bytes::copy_from_slice(&[1; 32]),
+    });
+    let mut raw_bytes = raw.bytes();
+    let at = raw_bytes.windows(4).position(|w| w == b"zzzz").unwrap();
+    raw_bytes[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+    let mut oversized = v6();
+    for i in 0..30 {
+        oversized.m.entries.push(pb::Entry {
+            path: format!("Packages/{}{i:02}", "p".repeat(180)),
+            size: 1,
+            sha256: Bytes::copy_from_slice(&[1; 32]),
+        });
+    }
+    oversized.m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+
+    let cases = vec![
+        manifest_case(
+            "bad signature",
+            vec![offer(bad_sig)],
+            C::RejectBadSignature,
+            "bad signature",
+        ),
+        manifest_case(
+            "unknown key",
+            vec![offer(signed_bytes(&stranger, v6().bytes()))],
+            C::RejectUntrustedKey,
+            "not signed by any trusted key",
+        ),
+        manifest_case(
+            "signature over other bytes",
+            vec![offer(other_bytes)],
+            C::RejectBadSignature,
+            "bad signature",
+        ),
+        manifest_case(
+            "no signature at all",
+            vec![offer(unsigned)],
+            C::RejectUntrustedKey,
+            "signed by: nobody",
+        ),
+        manifest_case(
+            "rollback",
+            vec![offer(sign(&Draft::new(4, &v1_files)))],
+            C::RejectRollback,
+            "rollback refused",
+        ),
+        manifest_case(
+            "replay: same version, other content",
+            vec![offer(sign(&Draft::new(
+                5,
+                &[("repodata/repomd.xml", b"evil")],
+            )))],
+            C::RejectReplay,
+            "replay refused",
+        ),
+        manifest_case(
+            "expired (freeze)",
+            edit(&|m| {
+                m.created_unix = now() - 7200;
+                m.expires_unix = now() - 60;
+            }),
+            C::RejectExpired,
+            "expired",
+        ),
+        manifest_case(
+            "path with ..",
+            path_case("Packages/../../etc/passwd"),
+            C::RejectBadManifest,
+            "'..' segment",
+        ),
+        manifest_case(
+            "absolute path",
+            path_case("/etc/passwd"),
+            C::RejectBadManifest,
+            "absolute path",
+        ),
+        manifest_case(
+            "empty path",
+            path_case(""),
+            C::RejectBadManifest,
+            "empty path",
+        ),
+        manifest_case(
+            "'.' segment",
+            path_case("Packages/./x"),
+            C::RejectBadManifest,
+            "'.' segment",
+        ),
+        manifest_case(
+            "doubled slash",
+            path_case("Packages//x"),
+            C::RejectBadManifest,
+            "empty segment",
+        ),
+        manifest_case(
+            "NUL in path",
+            path_case("Packages/x\0y"),
+            C::RejectBadManifest,
+            "NUL",
+        ),
+        manifest_case(
+            "backslash",
+            path_case("Packages\\..\\x"),
+            C::RejectBadManifest,
+            "backslash",
+        ),
+        manifest_case(
+            "hidden segment",
+            path_case(".repodata/x"),
+            C::RejectBadManifest,
+            "hidden segment",
+        ),
+        manifest_case(
+            "over-long path",
+            path_case(Box::leak("a/".repeat(120).into_boxed_str())),
+            C::RejectBadManifest,
+            "over the limit",
+        ),
+        manifest_case(
+            "non-UTF-8 path",
+            vec![offer(signed_bytes(key, raw_bytes))],
+            C::RejectBadManifest,
+            "does not decode",
+        ),
+        manifest_case(
+            "duplicate path",
+            edit(&|m| {
+                let e = m.entries[0].clone();
+                m.entries.insert(0, e);
+            }),
+            C::RejectBadManifest,
+            "duplicate path",
+        ),
+        manifest_case(
+            "unsorted entries",
+            edit(&|m| m.entries.reverse()),
+            C::RejectBadManifest,
+            "not sorted",
+        ),
+        manifest_case(
+            "file and directory",
+            path_case("Packages"),
+            C::RejectBadManifest,
+            "both a file and a directory",
+        ),
+        manifest_case(
+            "nested repodata",
+            path_case("repodata/x/y"),
+            C::RejectBadManifest,
+            "directly in repodata",
+        ),
+        manifest_case(
+            "no repomd.xml",
+            edit(&|m| m.entries.retain(|e| e.path != "repodata/repomd.xml")),
+            C::RejectBadManifest,
+            "no repodata/repomd.xml",
+        ),
+        manifest_case(
+            "short digest",
+            edit(&|m| m.entries[0].sha256 = Bytes::from_static(b"abc")),
+            C::RejectBadManifest,
+            "not 32",
+        ),
+        manifest_case(
+            "unknown format",
+            edit(&|m| m.format = 2),
+            C::RejectBadManifest,
+            "format 2",
+        ),
+        manifest_case(
+            "version zero",
+            edit(&|m| m.version = 0),
+            C::RejectBadManifest,
+            "version must be at least 1",
+        ),
+        manifest_case(
+            "bad repo name",
+            edit(&|m| m.repo = "../etc".into()),
+            C::RejectBadManifest,
+            "bad repo name",
+        ),
+        manifest_case(
+            "repo not carried",
+            edit(&|m| m.repo = "other/x86_64".into()),
+            C::RejectUnknownRepo,
+            "not carried",
+        ),
+        manifest_case(
+            "too many entries",
+            edit(&|m| {
+                for i in 0..41 {
+                    m.entries.push(pb::Entry {
+                        path: format!("Packages/n{i:03}"),
+                        size: 1,
+                        sha256: Bytes::copy_from_slice(&[1; 32]),
+                    });
+                }
+                m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+            }),
+            C::RejectLimit,
+            "over the limit of 40",
+        ),
+        manifest_case(
+            "manifest over the size limit",
+            vec![offer(sign(&oversized))],
+            C::RejectLimit,
+            "over the limit of 4096",
+        ),
+        manifest_case(
+            "first message not an Offer",
+            vec![chunk(&new_digest, 0, b"x")],
+            C::RejectProtocol,
+            "must be an Offer",
+        ),
+        manifest_case(
+            "Offer without a manifest",
+            vec![pb::PushRequest {
+                msg: Some(Out::Offer(pb::Offer { manifest: None })),
+            }],
+            C::RejectProtocol,
+            "without a manifest",
+        ),
+        manifest_case(
+            "empty message",
+            vec![pb::PushRequest { msg: None }],
+            C::RejectProtocol,
+            "empty message",
+        ),
+        blob_case(
+            "blob longer than declared",
+            Box::new(move |_| After::Send(vec![chunk(&new_digest, 0, &[b'x'; 64])])),
+            Some(C::RejectBadBlob),
+            "longer than the declared",
+        ),
+        blob_case(
+            "blob shorter than declared",
+            {
+                let p = new_pkg.clone();
+                Box::new(move |_| After::Send(vec![chunk(&new_digest, 0, &p[..5]), commit()]))
+            },
+            Some(C::RejectProtocol),
+            "Commit before all blobs",
+        ),
+        blob_case(
+            "blob whose hash differs",
+            {
+                let n = new_pkg.len();
+                Box::new(move |_| After::Send(vec![chunk(&new_digest, 0, &vec![b'z'; n])]))
+            },
+            Some(C::RejectBadBlob),
+            "content hashes to",
+        ),
+        blob_case(
+            "chunk for a digest not wanted",
+            Box::new(|_| After::Send(vec![chunk(&Sha256Digest::of(b"other"), 0, b"other")])),
+            Some(C::RejectProtocol),
+            "not wanted",
+        ),
+        blob_case(
+            "chunk at a wrong offset",
+            Box::new(move |_| After::Send(vec![chunk(&new_digest, 3, b"abc")])),
+            Some(C::RejectBadBlob),
+            "offset 3, expected 0",
+        ),
+        blob_case(
+            "oversized chunk",
+            Box::new(move |_| After::Send(vec![chunk(&new_digest, 0, &vec![0; 70_000])])),
+            Some(C::RejectLimit),
+            "over the limit of 65536",
+        ),
+        blob_case(
+            "Commit before all blobs",
+            Box::new(|_| After::Send(vec![commit()])),
+            Some(C::RejectProtocol),
+            "Commit before all blobs",
+        ),
+        blob_case(
+            "second Offer mid-push",
+            {
+                let o = sign(&v6());
+                Box::new(move |_| After::Send(vec![offer(o)]))
+            },
+            Some(C::RejectProtocol),
+            "second Offer",
+        ),
+        blob_case(
+            "stream closed before Commit",
+            {
+                let p = new_pkg.clone();
+                Box::new(move |_| After::Send(vec![chunk(&new_digest, 0, &p[..5])]))
+            },
+            None,
+            "",
+        ),
+    ];
+    assert!(cases.len() >= 30);
+
+    let www = bench.agent_dir().join("www");
+    let data = bench.agent_dir().join("data");
+    let served_before = std::fs::read(www.join(REPO).join("repodata/repomd.xml")).unwrap();
+    let mut report = Vec::new();
+    for case in cases {
+        let before = (snapshot(&data, &[]), snapshot(&www, &[]));
+        let answers = bench.exchange(case.first, case.after);
+        let rejected = answers.iter().find_map(|a| match a {
+            In::Reject(r) => Some(r.clone()),
+            _ => None,
+        });
+        match (case.code, &rejected) {
+            (Some(code), Some(r)) => {
+                assert_eq!(
+                    r.code, code as i32,
+                    "{}: wrong code for reason {:?}",
+                    case.name, r.reason
+                );
+                assert!(
+                    r.reason.contains(case.reason),
+                    "{}: reason {:?} lacks {:?}",
+                    case.name,
+                    r.reason,
+                    case.reason
+                );
+                assert!(
+                    bench.log().contains(&r.reason),
+                    "{}: reason not in the agent's log",
+                    case.name
+                );
+            }
+            (None, None) => assert!(
+                !answers.iter().any(|a| matches!(a, In::Ack(_))),
+                "{}: acked",
+                case.name
+            ),
+            (want, got) => panic!(
+                "{}: expected {want:?}, got {got:?} ({answers:?})",
+                case.name
+            ),
+        }
+        let skip: &[&str] = if case.blob_stage { &["tmp"] } else { &[] };
+        let after = (snapshot(&data, skip), snapshot(&www, &[]));
+        let before = if case.blob_stage {
+            (
+                before
+                    .0
+                    .into_iter()
+                    .filter(|(k, _)| !k.starts_with("tmp"))
+                    .collect(),
+                before.1,
+            )
+        } else {
+            before
+        };
+        assert_eq!(before.1, after.1, "{}: the served tree changed", case.name);
+        assert_eq!(
+            before.0, after.0,
+            "{}: the data directory changed",
+            case.name
+        );
+        report.push(format!(
+            "| {} | {} | {} | yes |",
+            case.name,
+            rejected
+                .as_ref()
+                .map_or("(hang-up: partial kept for resume)".into(), |r| format!(
+                    "{:?}",
+                    pb::RejectCode::try_from(r.code).unwrap()
+                )),
+            rejected.map(|r| r.reason).unwrap_or_default()
+        ));
+    }
+    assert_eq!(
+        std::fs::read(www.join(REPO).join("repodata/repomd.xml")).unwrap(),
+        served_before
+    );
+    // The honest push still works afterwards, resuming the partial blob.
+    bench.push_ok(
+        &v6(),
+        &[
+            ("repodata/repomd.xml", b"<repomd v6/>"),
+            ("Packages/b.rpm", &new_pkg),
+        ],
+    );
+    println!(
+        "REPORT hostile pushes:\n| case | code | reason | served tree unchanged |\n|---|---|---|---|\n{}",
+        report.join("\n")
+    );
+}
