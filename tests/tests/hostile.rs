@@ -777,3 +777,151 @@ fn hostile_pushes_are_refused_before_anything_is_written() {
         report.join("\n")
     );
 }
+
+/// A TLS client config presenting `cert`/`key` (or nothing) to the agent.
+fn client_with(
+    bench: &Bench,
+    cert: Option<(
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let verifier = std::sync::Arc::new(PinnedVerifier::new(
+        [bench.agent_id.parse().unwrap()],
+        "agent",
+    ));
+    let builder = rustls::ClientConfig::builder_with_provider(hotpush_shared::identity::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match cert {
+        Some((c, k)) => builder.with_client_auth_cert(vec![c], k).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// Tries a Push with `config`; returns the error text (None if it worked).
+fn try_push(bench: &Bench, config: std::sync::Arc<rustls::ClientConfig>) -> Option<String> {
+    let url = format!("https://127.0.0.1:{}", bench.port);
+    bench.rt.block_on(async move {
+        let channel = hotpush_shared::transport::tls_channel(&url, config).unwrap();
+        let mut client = pb::agent_client::AgentClient::new(channel);
+        // With TLS 1.3 the refusal may surface at the call or at the first read.
+        match client.status(pb::StatusRequest {}).await {
+            Ok(_) => None,
+            Err(e) => Some(format!("{e}")),
+        }
+    })
+}
+
+fn self_signed(
+    name: &str,
+    key: &rcgen::KeyPair,
+    expired: bool,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    params.self_signed(key).unwrap().der().clone()
+}
+
+fn der_key(key: &rcgen::KeyPair) -> rustls::pki_types::PrivateKeyDer<'static> {
+    rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap()
+}
+
+#[test]
+fn agents_refuse_unpinned_or_expired_identities_during_the_handshake() {
+    let bench = Bench::start();
+    let origin_key_pem =
+        std::fs::read_to_string(bench.dir.path().join("origin/tls/key.pem")).unwrap();
+    let pinned_key = rcgen::KeyPair::from_pem(&origin_key_pem).unwrap();
+    let stranger_key = rcgen::KeyPair::generate().unwrap();
+    let fingerprint = |cert: &[u8]| {
+        hotpush_shared::identity::PeerId::of_cert(cert)
+            .unwrap()
+            .to_string()
+    };
+
+    // The real identity works, so every refusal below is about the certificate.
+    let real = (bench.identity.cert.clone(), bench.identity.key.clone_key());
+    assert_eq!(
+        try_push(&bench, client_with(&bench, Some(real))),
+        None,
+        "{}",
+        bench.log()
+    );
+
+    assert!(
+        try_push(&bench, client_with(&bench, None)).is_some(),
+        "no client certificate was accepted"
+    );
+
+    let unpinned = self_signed("someone-else", &stranger_key, false);
+    let unpinned_id = fingerprint(&unpinned);
+    assert!(
+        try_push(
+            &bench,
+            client_with(&bench, Some((unpinned, der_key(&stranger_key))))
+        )
+        .is_some()
+    );
+
+    let same_name = self_signed("hotpush-origin", &stranger_key, false);
+    let same_name_id = fingerprint(&same_name);
+    assert!(
+        try_push(
+            &bench,
+            client_with(&bench, Some((same_name, der_key(&stranger_key))))
+        )
+        .is_some()
+    );
+
+    let expired = self_signed("hotpush-origin", &pinned_key, true);
+    let expired_id = fingerprint(&expired);
+    assert_eq!(
+        expired_id,
+        bench.identity.id().unwrap().to_string(),
+        "same key, so the same pinned id"
+    );
+    assert!(
+        try_push(
+            &bench,
+            client_with(&bench, Some((expired, der_key(&pinned_key))))
+        )
+        .is_some()
+    );
+
+    let log = bench.log();
+    assert!(log.contains("TLS handshake refused"), "{log}");
+    for id in [&unpinned_id, &same_name_id] {
+        assert!(
+            log.contains(&format!("peer_id={id}")) && log.contains("not pinned"),
+            "log lacks {id}:\n{log}"
+        );
+    }
+    assert!(
+        log.contains(&format!("peer_id={expired_id}")) && log.contains("certificate expired"),
+        "{log}"
+    );
+
+    // The origin side refuses an agent whose id is not the registered one.
+    let wrong = client_config(
+        &bench.identity,
+        PinnedVerifier::new([unpinned_id.parse().unwrap()], "agent"),
+    )
+    .unwrap();
+    let err = try_push(&bench, wrong).expect("an agent with another id was accepted");
+    assert!(
+        err.contains("ApplicationVerificationFailure") || err.contains("invalid peer certificate"),
+        "{err}"
+    );
+}
