@@ -459,7 +459,8 @@ async fn publish(
             }
             Ev::Progress(p) => {
                 let o = outcomes.entry(p.agent.clone()).or_default();
-                if o.state != "live" {
+                // A retry after a failure stays "failed" (with its reason) until it acks.
+                if o.state == "pending" || o.state == "pushing" {
                     o.state = "pushing";
                     o.bytes_sent = p.bytes_sent;
                 }

@@ -42,7 +42,7 @@ pub enum PushFailure {
         offset: u64,
         size: u64,
     },
-    #[error("acked {got}, but version {expected} was offered")]
+    #[error("acked {got}, but {expected} was offered")]
     WrongAck { expected: String, got: String },
     #[error("gave no answer within {0:?}")]
     Timeout(Duration),
