@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use sha2::Digest;
 
+pub mod dnf;
+
 /// How long a daemon may take to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -199,6 +201,8 @@ pub struct AgentSpec {
     pub origin_id: Option<String>,
     /// Trust this signing key instead of the network's origin key.
     pub origin_key: Option<String>,
+    /// `agent add --weight` (the product's default when `None`).
+    pub weight: Option<u32>,
 }
 
 impl AgentSpec {
@@ -214,7 +218,13 @@ impl AgentSpec {
             repos: Vec::new(),
             origin_id: None,
             origin_key: None,
+            weight: None,
         }
+    }
+    /// Share of client traffic (`agent add --weight`).
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
     }
     pub fn repo(mut self, repo: &str) -> Self {
         self.repos.push(repo.to_owned());
@@ -452,6 +462,9 @@ impl Network {
             .arg(&id)
             .arg("--public-url")
             .arg(format!("http://{http}/"));
+        if let Some(w) = spec.weight {
+            add.arg("--weight").arg(w.to_string());
+        }
         for r in &repos {
             add.arg("--repo").arg(r);
         }
