@@ -86,6 +86,8 @@ fn main() -> ExitCode {
     hotpush_shared::daemon::init_logging();
     identity::install_crypto_provider();
     let cli = Cli::parse();
+    // Reads FAILPOINTS; with it unset every failpoint is a no-op.
+    let _failpoints = fail::FailScenario::setup();
     let result = match cli.command {
         Command::Init {
             dir,

@@ -338,6 +338,7 @@ where
                 ack.public_verified = check.verified;
                 ack.public_detail = check.detail;
             }
+            crate::swap::stage("push::before_ack");
             tracing::info!(repo = %ack.repo, version = ack.version, public_verified = ack.public_verified, "acked: snapshot is live");
             let _ = out.send(Outbound::Ack(ack)).await;
             // Garbage collection after the ack: it never delays a publish.
@@ -509,6 +510,7 @@ where
                         pending.len()
                     )));
                 }
+                crate::swap::stage("receive::all_blobs");
                 break;
             }
             Some(Inbound::Chunk {
@@ -544,11 +546,16 @@ where
                 let Some((partial, _)) = current.as_mut() else {
                     continue;
                 };
-                tokio::task::block_in_place(|| partial.write_chunk(offset, &data))?;
+                tokio::task::block_in_place(|| {
+                    partial.write_chunk(offset, &data)?;
+                    crate::swap::stage("receive::chunk_written");
+                    Ok::<_, StoreError>(())
+                })?;
                 if partial.is_complete()
                     && let Some((partial, _guard)) = current.take()
                 {
                     tokio::task::block_in_place(|| partial.finish(store))?;
+                    crate::swap::stage("receive::blob_done");
                     pending.remove(&digest);
                 }
             }

@@ -31,6 +31,14 @@ use hotpush_shared::store::{BlobStore, sync_dir};
 
 use crate::state::{Installed, StateDir, StateError, io_err, within};
 
+/// Marks a stage of a push: logged at debug level, and a failpoint
+/// (`FAILPOINTS=swap::after_flip=sleep(5000)`) so that the crash tests can
+/// stop or kill the agent exactly there.
+pub fn stage(name: &'static str) {
+    tracing::debug!(stage = name, "push stage");
+    fail::fail_point!(name);
+}
+
 /// Directory holding one repodata directory per version.
 const VERSIONS_DIR: &str = ".repodata";
 /// The symlink clients go through.
@@ -85,6 +93,7 @@ impl Tree {
             .filter(|r| within(r.since, self.retain_for, now))
             .collect();
 
+        stage("swap::start");
         // 1. Packages, skipping those already live with the same content.
         let live: HashMap<&str, Sha256Digest> = current
             .iter()
@@ -98,6 +107,7 @@ impl Tree {
                 continue;
             }
             self.place(&e.sha256, e.path.as_str(), &dest)?;
+            stage("swap::placed_package");
             touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
         }
         for dir in &touched_dirs {
@@ -140,9 +150,13 @@ impl Tree {
         sync_dir(&versions).map_err(io_err("fsync", &versions))?;
 
         // 3–5. Stage, flip, promote.
+        stage("swap::before_stage");
         self.state.stage(signed, repo)?;
+        stage("swap::before_flip");
         self.flip(&repo_dir, manifest.version)?;
+        stage("swap::after_flip");
         self.state.promote(repo)?;
+        stage("swap::done");
         Ok(())
     }
 
@@ -242,6 +256,7 @@ impl Tree {
         let kept_versions: HashSet<u64> = live.iter().map(|i| i.manifest.version).collect();
         let repo_dir = self.repo_dir(repo);
         let mut removed = 0;
+        stage("gc::start");
         for old in &expired {
             for e in &old.manifest.entries {
                 if !e.is_repodata() && !kept_paths.contains(e.path.as_str()) {
@@ -258,6 +273,7 @@ impl Tree {
                     })?;
                 }
             }
+            stage("gc::removed_snapshot_files");
             self.state.forget(repo, old.manifest.version)?;
         }
         let versions = repo_dir.join(VERSIONS_DIR);
