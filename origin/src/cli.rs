@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -76,12 +75,19 @@ enum Command {
         /// Print one JSON summary instead of progress lines.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
     /// Show versions, acks and the last error of every agent.
     Status {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
+    /// Remote publishers.
+    #[command(subcommand)]
+    Publisher(PublisherCommand),
     /// Show the audit log of publishes.
     Audit,
     /// Print the dnf .repo stanza for REPO, for the distribution's -repos package.
@@ -127,6 +133,27 @@ enum AgentCommand {
     Remove { name: String },
 }
 
+/// Where the control service is: the local socket (default) or, for
+/// publishers on other hosts, the origin's `control_listen` over mutual TLS.
+#[derive(clap::Args, Clone, Default)]
+struct Remote {
+    /// The origin's control_listen URL, e.g. https://origin.example.org:7444
+    #[arg(long, requires_all = ["origin_id", "identity"])]
+    remote: Option<String>,
+    /// The origin's id (printed by `hotpush-origin init`), pinned for --remote.
+    #[arg(long)]
+    origin_id: Option<String>,
+    /// Directory with this publisher's cert.pem and key.pem (`publisher init`).
+    #[arg(long)]
+    identity: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum PublisherCommand {
+    /// Create a publisher identity in DIR and print its id (for the origin's [[publisher]] list).
+    Init { dir: PathBuf },
+}
+
 #[derive(Subcommand)]
 enum RepoCommand {
     /// Write a valid empty repo into DIR.
@@ -157,15 +184,11 @@ pub fn run() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Publish {
-            repo,
-            from,
-            wait,
-            timeout,
-            json,
-        } => load(&cli.config)
-            .and_then(|c| publish(&c, &repo, &from, &wait, Duration::from_secs(timeout), json)),
-        Command::Status { json } => load(&cli.config).and_then(|c| status(&c, json)),
+        Command::Publish { repo, from, wait, timeout, json, remote } => {
+            publish(&cli.config, &remote, &repo, &from, &wait, Duration::from_secs(timeout), json)
+        }
+        Command::Status { json, remote } => status(&cli.config, &remote, json),
+        Command::Publisher(PublisherCommand::Init { dir }) => publisher_init(&dir),
         Command::Audit => load(&cli.config).and_then(|c| audit(&c)),
         Command::RepoFile {
             repo,
@@ -278,6 +301,27 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             tracing::error!(error = %e, "control socket failed");
         }
     });
+    if !config.control_listen.is_empty() {
+        // Remote publishers: the same service, over mutual TLS with pinned ids.
+        let ids = config.publishers.iter().map(|p| p.id);
+        let tls = hotpush_shared::identity::server_config(
+            &identity,
+            hotpush_shared::identity::PinnedVerifier::new(ids, "publisher"),
+        )?;
+        let listeners = config
+            .control_listen
+            .iter()
+            .map(|a| hotpush_shared::transport::bind(*a).with_context(|| format!("binding {a}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let incoming = hotpush_shared::transport::tls_incoming(listeners, tokio_rustls::TlsAcceptor::from(tls));
+        let control = pb::control_server::ControlServer::new(crate::control::ControlService { origin: origin.clone() });
+        tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder().add_service(control).serve_with_incoming(incoming).await {
+                tracing::error!(error = %e, "control listener failed");
+            }
+        });
+        tracing::info!(listen = ?config.control_listen, publishers = config.publishers.len(), "remote publishing enabled");
+    }
     if !config.http_listen.is_empty() {
         let (o, addrs) = (origin.clone(), config.http_listen.clone());
         tokio::spawn(async move {
@@ -348,17 +392,34 @@ fn agent(config: &Config, cmd: AgentCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Connects to the control service: over mutual TLS with `--remote`, else
+/// through the local socket named in the config.
 async fn control_client(
-    config: &Config,
+    config_path: &Path,
+    remote: &Remote,
 ) -> anyhow::Result<ControlClient<tonic::transport::Channel>> {
+    if let (Some(url), Some(origin_id), Some(dir)) = (&remote.remote, &remote.origin_id, &remote.identity) {
+        let identity = Identity::load(&dir.join("cert.pem"), &dir.join("key.pem"))?;
+        let pinned = hotpush_shared::identity::PinnedVerifier::new([origin_id.parse()?], "origin");
+        let tls = hotpush_shared::identity::client_config(&identity, pinned)?;
+        let channel = hotpush_shared::transport::tls_channel(url, tls)?;
+        return Ok(ControlClient::new(channel));
+    }
+    let config = load(config_path)?;
     let path = config.control_socket.clone();
     let channel = hotpush_shared::transport::unix_channel(path.clone())
         .await
         .map_err(|e| {
-            Unavailable(
-                path.display().to_string(),
-                crate::pusher::describe_status(&tonic::Status::unavailable(e.to_string())),
-            )
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            if why.contains("Permission denied") {
+                why.push_str("; whoever may write to the control socket may publish: ask to be added to its group");
+            }
+            Unavailable(path.display().to_string(), why)
         })?;
     Ok(ControlClient::new(channel))
 }
@@ -374,15 +435,24 @@ struct AgentOutcome {
 
 #[tokio::main]
 async fn publish(
-    config: &Config,
+    config_path: &Path,
+    remote: &Remote,
     repo: &str,
     from: &Path,
     wait: &str,
     timeout: Duration,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let from = std::fs::canonicalize(from).with_context(|| format!("--from {}", from.display()))?;
-    let mut client = control_client(config).await?;
+    // A remote publish names a directory on the origin host; a local one is resolved here.
+    let from = if remote.remote.is_some() {
+        if !from.is_absolute() {
+            bail!("--from must be an absolute path on the origin host with --remote");
+        }
+        from.to_path_buf()
+    } else {
+        std::fs::canonicalize(from).with_context(|| format!("--from {}", from.display()))?
+    };
+    let mut client = control_client(config_path, remote).await?;
     let request = pb::PublishRequest {
         repo: repo.to_owned(),
         from_dir: from.display().to_string(),
@@ -567,8 +637,8 @@ async fn publish(
 }
 
 #[tokio::main]
-async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let mut client = control_client(config).await?;
+async fn status(config_path: &Path, remote: &Remote, json: bool) -> anyhow::Result<ExitCode> {
+    let mut client = control_client(config_path, remote).await?;
     let s = client
         .status(pb::StatusRequest {})
         .await
@@ -614,15 +684,36 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn publisher_init(dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let identity = Identity::generate("hotpush-publisher")?;
+    identity.save(&dir.join("cert.pem"), &dir.join("key.pem"))?;
+    println!("{}", identity.id()?);
+    eprintln!(
+        "created {}/cert.pem and key.pem\nthe line above is this publisher's id: the origin's operator adds it as a [[publisher]] in origin.toml",
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn audit(config: &Config) -> anyhow::Result<ExitCode> {
     let db = Db::open(&config.data_dir)?;
+    // Tab-separated, one line per event, oldest first: easy to read and to grep.
+    println!("#\ttime\twho\taction\trepo\tversion\tmanifest\tdetail");
     for r in db.audit_log()? {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(r.at_unix.max(0) as u64);
         println!(
-            "{}\t{}\t{}\t{}\tv{}\t{}\t{}",
-            r.id, r.at_unix, r.who, r.action, r.repo, r.version, r.manifest_digest,
+            "{}\t{}\t{}\t{}\t{}\tv{}\t{}\t{}",
+            r.id,
+            hotpush_shared::metalink::httpdate(at),
+            r.who,
+            r.action,
+            r.repo,
+            r.version,
+            r.manifest_digest,
+            r.detail
         );
     }
-    let _ = Arc::new(());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hotpush_shared::Limits;
+use hotpush_shared::identity::PeerId;
 use serde::Deserialize;
 
 /// How long a signed manifest may be installed: long enough for an agent
@@ -50,7 +51,25 @@ struct RawConfig {
     #[serde(default)]
     manifest_lifetime_secs: Option<u64>,
     #[serde(default)]
+    control_listen: Vec<SocketAddr>,
+    #[serde(default, rename = "publisher")]
+    publishers: Vec<RawPublisher>,
+    #[serde(default)]
     limits: Limits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPublisher {
+    name: String,
+    id: String,
+}
+
+/// A remote publisher allowed on `control_listen`.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pub name: String,
+    pub id: PeerId,
 }
 
 /// A validated config; relative paths are resolved against the file's directory.
@@ -75,6 +94,10 @@ pub struct Config {
     /// Base URL under which clients reach this origin's HTTP (for `repo-file`).
     pub public_url: Option<String>,
     pub manifest_lifetime: Duration,
+    /// Control service over mutual TLS, for publishers on other hosts.
+    pub control_listen: Vec<SocketAddr>,
+    /// Who may connect to `control_listen`, by pinned TLS id.
+    pub publishers: Vec<Publisher>,
     pub limits: Limits,
 }
 
@@ -104,7 +127,26 @@ impl Config {
                     .into(),
             });
         }
+        let publishers = raw
+            .publishers
+            .into_iter()
+            .map(|p| {
+                let id = p.id.parse().map_err(|e| ConfigError::Invalid {
+                    path: path.into(),
+                    what: format!("publisher {:?}: {e}", p.name),
+                })?;
+                Ok(Publisher { name: p.name, id })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        if !raw.control_listen.is_empty() && publishers.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                what: "control_listen is set but no [[publisher]] is listed: nobody could connect".into(),
+            });
+        }
         Ok(Self {
+            control_listen: raw.control_listen,
+            publishers,
             data_dir: resolve(raw.data_dir),
             signing_key: resolve(raw.signing_key),
             tls_cert: resolve(raw.tls_cert),
@@ -162,6 +204,14 @@ http_listen = ["{http_listen}"]
 # accepted as an mm0:alternate. 0 (the default) lists no alternates: during
 # an emergency a client must not be allowed to stay on the vulnerable version.
 # alternates_grace_secs = 0
+
+# Publishers on other hosts: the control service over mutual TLS, open only
+# to the listed publisher ids (`hotpush-origin publisher init` prints one).
+# Every publish is in the audit log under the publisher's name.
+# control_listen = ["[::]:7444"]
+# [[publisher]]
+# name = "alice"
+# id = "<64 hex characters>"
 
 # How long a signed manifest may be installed (seconds).
 # manifest_lifetime_secs = 1209600

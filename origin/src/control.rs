@@ -23,14 +23,32 @@ pub struct ControlService {
     pub origin: Arc<Origin>,
 }
 
-/// Who is calling: `uid N` from SO_PEERCRED on the Unix socket.
-fn caller<T>(request: &Request<T>) -> String {
-    request
+/// Who is calling: the local user (uid from SO_PEERCRED on the Unix socket,
+/// and its name) or the remote publisher (by its pinned TLS id).
+fn caller<T>(origin: &Origin, request: &Request<T>) -> String {
+    if let Some(cred) = request
         .extensions()
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|info| info.peer_cred)
-        .map(|cred| format!("uid {}", cred.uid()))
-        .unwrap_or_else(|| "unknown".into())
+    {
+        let uid = cred.uid();
+        return match user_name(uid) {
+            Some(name) => format!("{name} (uid {uid})"),
+            None => format!("uid {uid}"),
+        };
+    }
+    match hotpush_shared::transport::peer_id(request) {
+        Some(id) => {
+            let name = origin.config.publishers.iter().find(|p| p.id == id).map_or("?", |p| p.name.as_str());
+            format!("publisher {name} ({})", &id.to_string()[..16])
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// The login name of `uid`, from the password database.
+fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
 }
 
 fn to_status(e: PublishError) -> Status {
@@ -50,7 +68,7 @@ impl pb::control_server::Control for ControlService {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let who = caller(&request);
+        let who = caller(&self.origin, &request);
         let req = request.into_inner();
         let repo = RepoName::new(&req.repo).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = PathBuf::from(&req.from_dir);
