@@ -184,9 +184,22 @@ pub fn run() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Publish { repo, from, wait, timeout, json, remote } => {
-            publish(&cli.config, &remote, &repo, &from, &wait, Duration::from_secs(timeout), json)
-        }
+        Command::Publish {
+            repo,
+            from,
+            wait,
+            timeout,
+            json,
+            remote,
+        } => publish(
+            &cli.config,
+            &remote,
+            &repo,
+            &from,
+            &wait,
+            Duration::from_secs(timeout),
+            json,
+        ),
         Command::Status { json, remote } => status(&cli.config, &remote, json),
         Command::Publisher(PublisherCommand::Init { dir }) => publisher_init(&dir),
         Command::Audit => load(&cli.config).and_then(|c| audit(&c)),
@@ -313,10 +326,19 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|a| hotpush_shared::transport::bind(*a).with_context(|| format!("binding {a}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let incoming = hotpush_shared::transport::tls_incoming(listeners, tokio_rustls::TlsAcceptor::from(tls));
-        let control = pb::control_server::ControlServer::new(crate::control::ControlService { origin: origin.clone() });
+        let incoming = hotpush_shared::transport::tls_incoming(
+            listeners,
+            tokio_rustls::TlsAcceptor::from(tls),
+        );
+        let control = pb::control_server::ControlServer::new(crate::control::ControlService {
+            origin: origin.clone(),
+        });
         tokio::spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder().add_service(control).serve_with_incoming(incoming).await {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(control)
+                .serve_with_incoming(incoming)
+                .await
+            {
                 tracing::error!(error = %e, "control listener failed");
             }
         });
@@ -398,7 +420,9 @@ async fn control_client(
     config_path: &Path,
     remote: &Remote,
 ) -> anyhow::Result<ControlClient<tonic::transport::Channel>> {
-    if let (Some(url), Some(origin_id), Some(dir)) = (&remote.remote, &remote.origin_id, &remote.identity) {
+    if let (Some(url), Some(origin_id), Some(dir)) =
+        (&remote.remote, &remote.origin_id, &remote.identity)
+    {
         let identity = Identity::load(&dir.join("cert.pem"), &dir.join("key.pem"))?;
         let pinned = hotpush_shared::identity::PinnedVerifier::new([origin_id.parse()?], "origin");
         let tls = hotpush_shared::identity::client_config(&identity, pinned)?;

@@ -141,7 +141,8 @@ impl Config {
         if !raw.control_listen.is_empty() && publishers.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.into(),
-                what: "control_listen is set but no [[publisher]] is listed: nobody could connect".into(),
+                what: "control_listen is set but no [[publisher]] is listed: nobody could connect"
+                    .into(),
             });
         }
         Ok(Self {

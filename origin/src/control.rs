@@ -39,7 +39,12 @@ fn caller<T>(origin: &Origin, request: &Request<T>) -> String {
     }
     match hotpush_shared::transport::peer_id(request) {
         Some(id) => {
-            let name = origin.config.publishers.iter().find(|p| p.id == id).map_or("?", |p| p.name.as_str());
+            let name = origin
+                .config
+                .publishers
+                .iter()
+                .find(|p| p.id == id)
+                .map_or("?", |p| p.name.as_str());
             format!("publisher {name} ({})", &id.to_string()[..16])
         }
         None => "unknown".into(),
@@ -48,7 +53,10 @@ fn caller<T>(origin: &Origin, request: &Request<T>) -> String {
 
 /// The login name of `uid`, from the password database.
 fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 fn to_status(e: PublishError) -> Status {
