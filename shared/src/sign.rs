@@ -307,6 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn two_trusted_keys_allow_rotation() {
+        let (old, new) = (
+            SigningKey::generate().unwrap(),
+            SigningKey::generate().unwrap(),
+        );
+        let both =
+            TrustedKeys::from_hex([old.public_hex().as_str(), new.public_hex().as_str()]).unwrap();
+        assert_eq!(both.len(), 2);
+        let m = Bytes::from_static(b"manifest");
+        assert_eq!(both.verify(&old.sign(m.clone())).unwrap(), old.key_id());
+        assert_eq!(both.verify(&new.sign(m.clone())).unwrap(), new.key_id());
+        // After the old key is dropped, only the new one is accepted.
+        let rotated = TrustedKeys::from_hex([new.public_hex().as_str()]).unwrap();
+        assert!(matches!(
+            rotated.verify(&old.sign(m.clone())),
+            Err(SignError::UntrustedKey(_))
+        ));
+        assert!(rotated.verify(&new.sign(m)).is_ok());
+    }
+
+    #[test]
     fn key_file_round_trip_and_mode() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
