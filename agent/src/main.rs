@@ -218,7 +218,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 fn status(config: &Config) -> anyhow::Result<ExitCode> {
     let tree = open_tree(config)?;
     for repo in &config.repos {
-        match tree.state.current(repo)? {
+        match tree.live(repo)? {
             Some(i) => println!(
                 "{repo}: version {} live (manifest {}, {} files, {} bytes)",
                 i.manifest.version,
@@ -236,7 +236,7 @@ fn verify(config: &Config) -> anyhow::Result<ExitCode> {
     let tree = open_tree(config)?;
     let mut bad = 0;
     for repo in &config.repos {
-        let Some(i) = tree.state.current(repo)? else {
+        let Some(i) = tree.live(repo)? else {
             continue;
         };
         let dir = tree.repo_dir(repo);

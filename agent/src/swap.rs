@@ -133,7 +133,10 @@ impl Tree {
                 &building.join(e.path.file_name()),
             )?;
         }
-        for old in current.iter().chain(kept.iter()) {
+        // The snapshot being replaced enters its retention window now (unless
+        // there is none); older ones only while still inside theirs.
+        let replaced = current.iter().filter(|_| !self.retain_for.is_zero());
+        for old in replaced.chain(kept.iter()) {
             for e in old.manifest.entries.iter().filter(|e| e.is_repodata()) {
                 let name = e.path.file_name();
                 // repomd.xml and its signature are per-version; never carry them.
@@ -213,6 +216,17 @@ impl Tree {
     pub fn live_version(&self, repo: &RepoName) -> Option<u64> {
         let target = fs::read_link(self.repo_dir(repo).join(REPODATA_LINK)).ok()?;
         target.file_name()?.to_str()?.parse().ok()
+    }
+
+    /// What clients are served now, even between a crash after the flip and
+    /// the [`Tree::recover`] that the next start runs.
+    pub fn live(&self, repo: &RepoName) -> Result<Option<Installed>, SwapError> {
+        if let Some(staged) = self.state.staged(repo)?
+            && self.live_version(repo) == Some(staged.manifest.version)
+        {
+            return Ok(Some(staged));
+        }
+        Ok(self.state.current(repo)?)
     }
 
     /// Finishes or undoes an interrupted swap (run at start-up, per repo).

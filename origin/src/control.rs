@@ -128,10 +128,24 @@ impl pb::control_server::Control for ControlService {
         };
         let (tx, rx) = mpsc::channel(64);
         let _ = tx.send(Ok(first)).await;
+        let mut latest = self.origin.watch_latest(repo.as_str());
         tokio::spawn(async move {
             let mut waiting: std::collections::HashSet<String> = agents.into_iter().collect();
             while !waiting.is_empty() {
-                let ev = match events.recv().await {
+                let received = tokio::select! {
+                    ev = events.recv() => ev,
+                    newer = async { latest.wait_for(|v| *v > version).await.map(|v| *v) } => {
+                        // A newer publish replaces this one: say so instead of waiting out --timeout.
+                        let Ok(newer) = newer else { break };
+                        for agent in waiting.drain() {
+                            let reason = format!("superseded by version {newer} before this agent acked");
+                            let event = Ev::Failed(pb::AgentFailed { agent, reason, will_retry: false });
+                            let _ = tx.send(Ok(pb::PublishEvent { event: Some(event) })).await;
+                        }
+                        break;
+                    }
+                };
+                let ev = match received {
                     Ok(ev) => ev,
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,

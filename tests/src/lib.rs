@@ -22,6 +22,9 @@ use anyhow::{Context, bail};
 use sha2::Digest;
 
 pub mod dnf;
+pub mod faultproxy;
+pub mod nginx;
+pub mod webcheck;
 
 /// How long a daemon may take to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -203,6 +206,18 @@ pub struct AgentSpec {
     pub origin_key: Option<String>,
     /// `agent add --weight` (the product's default when `None`).
     pub weight: Option<u32>,
+    /// Extra environment for the agent process (e.g. `FAILPOINTS`,
+    /// `RUST_LOG`); applied after the harness defaults, so it overrides them.
+    pub env: Vec<(String, String)>,
+    /// Top-level `agent.toml` keys to set (raw TOML values, e.g.
+    /// `("retain_for_secs", "5")`), written after `hotpush-agent init`.
+    pub config: Vec<(String, String)>,
+    /// Register the agent with this gRPC endpoint instead of its own listen
+    /// address (e.g. a fault proxy in front of it).
+    pub endpoint: Option<String>,
+    /// Put `data_dir` and `serve_root` under this directory (`data/`, `www/`),
+    /// e.g. a small filesystem of its own.
+    pub data_root: Option<PathBuf>,
 }
 
 impl AgentSpec {
@@ -219,7 +234,31 @@ impl AgentSpec {
             origin_id: None,
             origin_key: None,
             weight: None,
+            env: Vec::new(),
+            config: Vec::new(),
+            endpoint: None,
+            data_root: None,
         }
+    }
+    /// An environment variable for the agent process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    /// A top-level `agent.toml` key (raw TOML value).
+    pub fn config(mut self, key: &str, value: &str) -> Self {
+        self.config.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    /// The endpoint the origin is told to connect to.
+    pub fn endpoint(mut self, endpoint: &str) -> Self {
+        self.endpoint = Some(endpoint.to_owned());
+        self
+    }
+    /// Where `data/` and `www/` live.
+    pub fn data_root(mut self, dir: &Path) -> Self {
+        self.data_root = Some(dir.to_path_buf());
+        self
     }
     /// Share of client traffic (`agent add --weight`).
     pub fn weight(mut self, weight: u32) -> Self {
@@ -253,6 +292,12 @@ pub struct Agent {
     pub id: String,
     pub repos: Vec<String>,
     pub log: PathBuf,
+    /// Its `data_dir` (blobs, partial blobs, state).
+    pub data_dir: PathBuf,
+    /// Its `serve_root`.
+    pub serve_root: PathBuf,
+    /// Extra environment for its process (see [`AgentSpec::env`]).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -267,9 +312,10 @@ impl Agent {
         format!("http://{}/{repo}/repodata/repomd.xml", self.http)
     }
 
-    /// `<agent dir>/www/<repo>`: the served tree of `repo`.
+    /// `<serve_root>/<repo>` (`<agent dir>/www/<repo>` by default): the
+    /// served tree of `repo`.
     pub fn served(&self, repo: &str) -> PathBuf {
-        self.dir.join("www").join(repo)
+        self.serve_root.join(repo)
     }
 
     /// A file of the served tree (`rel` relative to the repo; symlinks
@@ -296,6 +342,74 @@ impl Agent {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// OS process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `hotpush-agent status -c <config>`: what its persisted state says.
+    pub fn status_text(&self) -> String {
+        run_ok(
+            Command::new(bin("hotpush-agent"))
+                .arg("status")
+                .arg("-c")
+                .arg(&self.config)
+                .env("NO_COLOR", "1"),
+        )
+    }
+
+    /// The version `hotpush-agent status` reports live for `repo`, if any.
+    pub fn status_version(&self, repo: &str) -> Option<u64> {
+        let text = self.status_text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{repo}: ")))
+            .unwrap_or_else(|| panic!("`hotpush-agent status` names no {repo}: {text}"));
+        line.split_once(": version ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|e| panic!("bad version in {line:?}: {e}"))
+            })
+    }
+
+    /// The version the `repodata` symlink of `repo` points at, if any.
+    pub fn linked_version(&self, repo: &str) -> Option<u64> {
+        let target = std::fs::read_link(self.served(repo).join("repodata")).ok()?;
+        target.file_name()?.to_str()?.parse().ok()
+    }
+}
+
+/// Sets top-level key `key` of a TOML file to the raw value `value`:
+/// replaces a `key = …` or commented `# key = …` line, else inserts it at
+/// the top (before any table).
+pub fn set_toml_key(path: &Path, key: &str, value: &str) {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let line = format!("{key} = {value}");
+    let is_key = |l: &str| {
+        let l = l.trim_start().trim_start_matches('#').trim_start();
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    };
+    let mut done = false;
+    let mut out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if !done && is_key(l) {
+                done = true;
+                line.clone()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    if !done {
+        out.insert(0, line);
+    }
+    std::fs::write(path, out.join("\n") + "\n")
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
 
 /// How to stop a process.
@@ -454,10 +568,28 @@ impl Network {
         }
         let id = run_ok(&mut init).trim().to_owned();
         assert_eq!(id.len(), 64, "agent id should be 64 hex digits: {id:?}");
+        let config = dir.join("agent.toml");
+        let (mut data_dir, mut serve_root) = (dir.join("data"), dir.join("www"));
+        if let Some(root) = &spec.data_root {
+            data_dir = root.join("data");
+            serve_root = root.join("www");
+            for (key, path) in [("data_dir", &data_dir), ("serve_root", &serve_root)] {
+                std::fs::create_dir_all(path)
+                    .unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+                set_toml_key(&config, key, &format!("{:?}", path.display().to_string()));
+            }
+        }
+        for (key, value) in &spec.config {
+            set_toml_key(&config, key, value);
+        }
+        let endpoint = spec
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{listen}"));
         let mut add = self.origin_cmd();
         add.args(["agent", "add", &name])
             .arg("--endpoint")
-            .arg(format!("https://{listen}"))
+            .arg(endpoint)
             .arg("--id")
             .arg(&id)
             .arg("--public-url")
@@ -471,7 +603,10 @@ impl Network {
         run_ok(&mut add);
         self.agents.push(Agent {
             log: self.root.join(format!("{name}.log")),
-            config: dir.join("agent.toml"),
+            config,
+            data_dir,
+            serve_root,
+            env: spec.env.clone(),
             name,
             dir,
             listen,
@@ -490,15 +625,17 @@ impl Network {
         c
     }
 
-    fn spawn_daemon(mut cmd: Command, log: &Path) -> Child {
+    fn spawn_daemon(mut cmd: Command, log: &Path, env: &[(String, String)]) -> Child {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -510,13 +647,16 @@ impl Network {
         assert!(a.child.is_none(), "agent {} is already running", a.name);
         let mut cmd = Command::new(bin("hotpush-agent"));
         cmd.arg("serve").arg("-c").arg(&a.config);
-        a.child = Some(Self::spawn_daemon(cmd, &a.log));
+        a.child = Some(Self::spawn_daemon(cmd, &a.log, &a.env));
     }
 
-    fn start_origin(&mut self) {
+    /// Starts the origin daemon (again, after [`Network::stop_origin`]) and
+    /// waits until it listens.
+    pub fn start_origin(&mut self) {
+        assert!(self.origin.is_none(), "the origin is already running");
         let mut cmd = Command::new(bin("hotpush-origin"));
         cmd.arg("-c").arg(&self.origin_config).arg("serve");
-        self.origin = Some(Self::spawn_daemon(cmd, &self.origin_log));
+        self.origin = Some(Self::spawn_daemon(cmd, &self.origin_log, &[]));
         let (http, socket) = (self.origin_http, self.origin_socket.clone());
         let log = self.origin_log.clone();
         let child = self.origin.as_mut().expect("just spawned");
@@ -539,6 +679,25 @@ impl Network {
     pub fn start_agent(&mut self, i: usize) {
         self.spawn_agent(i);
         self.wait_agent_ready(i);
+    }
+
+    /// Stops the origin daemon: SIGKILL, or SIGTERM and wait for a clean exit.
+    pub fn stop_origin(&mut self, signal: Signal) {
+        let mut child = self.origin.take().expect("the origin is not running");
+        stop_child(&mut child, signal);
+    }
+
+    /// Replaces the extra environment of agent `i` (used from its next start).
+    pub fn set_agent_env(&mut self, i: usize, env: &[(&str, &str)]) {
+        self.agents[i].env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+    }
+
+    /// Sets a top-level key of agent `i`'s `agent.toml` (used from its next start).
+    pub fn set_agent_config(&mut self, i: usize, key: &str, value: &str) {
+        set_toml_key(&self.agents[i].config, key, value);
     }
 
     /// Stops agent `i`: SIGKILL, or SIGTERM and wait for a clean exit.
