@@ -14,7 +14,7 @@ use hotpush_shared::metalink::{FileDescription, Mirror, write_metalink};
 use hotpush_shared::sign::SignedManifest;
 use rand::RngExt;
 
-use crate::db::{AgentRecord, DbError, VersionRecord};
+use crate::db::{AckRecord, AgentRecord, DbError, VersionRecord};
 use crate::origin::Origin;
 
 /// How many recent versions are considered when looking for one with enough acks.
@@ -27,21 +27,34 @@ pub struct Current {
     pub mirrors: Vec<AgentRecord>,
 }
 
-/// The newest version acked by at least `min_acks` agents whose public URL
-/// was seen serving it.
-pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, DbError> {
-    let agents: Vec<AgentRecord> = origin
-        .db
-        .agents()?
-        .into_iter()
-        .filter(|a| a.carries(repo))
-        .collect();
-    let acks = origin.db.acks(repo)?;
-    for version in origin.db.versions(repo, LOOKBACK)? {
-        let mirrors: Vec<AgentRecord> = agents
+/// What the metalink is computed from: one read of the database per request.
+struct RepoView {
+    /// Newest first.
+    versions: Vec<VersionRecord>,
+    agents: Vec<AgentRecord>,
+    acks: Vec<AckRecord>,
+}
+
+impl RepoView {
+    fn load(origin: &Origin, repo: &str) -> Result<Self, DbError> {
+        Ok(Self {
+            versions: origin.db.versions(repo, LOOKBACK)?,
+            agents: origin
+                .db
+                .agents()?
+                .into_iter()
+                .filter(|a| a.carries(repo))
+                .collect(),
+            acks: origin.db.acks(repo)?,
+        })
+    }
+
+    /// Agents whose public URL was seen serving exactly `version`.
+    fn serving(&self, version: &VersionRecord) -> Vec<AgentRecord> {
+        self.agents
             .iter()
             .filter(|a| {
-                acks.iter().any(|k| {
+                self.acks.iter().any(|k| {
                     k.agent == a.name
                         && k.version == version.version
                         && k.manifest_digest == version.manifest_digest
@@ -49,12 +62,25 @@ pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, D
                 })
             })
             .cloned()
-            .collect();
-        if mirrors.len() >= origin.config.min_acks {
-            return Ok(Some(Current { version, mirrors }));
-        }
+            .collect()
     }
-    Ok(None)
+
+    /// The newest version at least `min_acks` agents serve.
+    fn current(&self, min_acks: usize) -> Option<Current> {
+        self.versions.iter().find_map(|v| {
+            let mirrors = self.serving(v);
+            (mirrors.len() >= min_acks).then(|| Current {
+                version: v.clone(),
+                mirrors,
+            })
+        })
+    }
+}
+
+/// The newest version acked by at least `min_acks` agents whose public URL
+/// was seen serving it.
+pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, DbError> {
+    Ok(RepoView::load(origin, repo)?.current(origin.config.min_acks))
 }
 
 /// Orders mirrors by weighted random choice (Efraimidis–Spirakis), so each
@@ -124,15 +150,18 @@ pub fn render(
     cache: &DescriptionCache,
     repo: &str,
 ) -> Result<Rendered, MetalinkError> {
-    if origin.db.latest(repo)?.is_none() {
+    let view = RepoView::load(origin, repo)?;
+    if view.versions.is_empty() {
         return Err(MetalinkError::UnknownRepo(repo.to_owned()));
     }
-    let current = current_version(origin, repo)?.ok_or_else(|| MetalinkError::NoMirrors {
-        repo: repo.to_owned(),
-        min_acks: origin.config.min_acks,
-    })?;
+    let current = view
+        .current(origin.config.min_acks)
+        .ok_or_else(|| MetalinkError::NoMirrors {
+            repo: repo.to_owned(),
+            min_acks: origin.config.min_acks,
+        })?;
     let description = cache.get(origin, &current.version)?;
-    let (alternates, lagging) = grace_alternates(origin, cache, repo, &current)?;
+    let (alternates, lagging) = grace_alternates(origin, cache, &view, &current)?;
     let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name.as_str()).collect();
     names.sort_unstable();
     let etag = format!(
@@ -167,7 +196,7 @@ pub fn render(
 fn grace_alternates(
     origin: &Origin,
     cache: &DescriptionCache,
-    repo: &str,
+    view: &RepoView,
     current: &Current,
 ) -> Result<(Vec<FileDescription>, Vec<AgentRecord>), MetalinkError> {
     let grace = origin.config.alternates_grace.as_secs() as i64;
@@ -175,34 +204,16 @@ fn grace_alternates(
         return Ok((Vec::new(), Vec::new()));
     }
     let now = crate::db::now_unix();
-    let versions = origin.db.versions(repo, LOOKBACK)?;
-    let acks = origin.db.acks(repo)?;
-    let agents: Vec<AgentRecord> = origin
-        .db
-        .agents()?
-        .into_iter()
-        .filter(|a| a.carries(repo))
-        .collect();
     let mut alternates = Vec::new();
     let mut lagging = Vec::new();
     // Each older version is acceptable until grace after its successor appeared.
-    for pair in versions.windows(2) {
+    for pair in view.versions.windows(2) {
         let (newer, older) = (&pair[0], &pair[1]);
         if older.version >= current.version.version || now - newer.created_unix >= grace {
             continue;
         }
         alternates.push(cache.get(origin, older)?);
-        for a in &agents {
-            let on_older = acks.iter().any(|k| {
-                k.agent == a.name
-                    && k.version == older.version
-                    && k.manifest_digest == older.manifest_digest
-                    && k.public_verified
-            });
-            if on_older {
-                lagging.push(a.clone());
-            }
-        }
+        lagging.extend(view.serving(older));
     }
     Ok((alternates, lagging))
 }

@@ -175,15 +175,8 @@ async fn reconcile(origin: Arc<Origin>, agent: AgentRecord, repo: String, channe
                 if !verified {
                     let reason = format!("live on the agent, but clients do not see it: {detail}");
                     tracing::warn!(agent = %agent.name, %repo, version, %reason, retry_in = ?backoff, "public URL check failed");
-                    origin.emit(event(EventKind::Failed {
-                        reason,
-                        will_retry: true,
-                    }));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = superseded(&mut latest, version) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff =
+                        fail_and_wait(&origin, event(failed(reason)), &mut latest, backoff).await;
                     continue;
                 }
                 tracing::info!(agent = %agent.name, %repo, version, bytes = done.bytes_sent, ms = done.elapsed.as_millis() as u64, repomd = %hex::encode(&done.ack.repomd_sha256), "acked");
@@ -196,15 +189,7 @@ async fn reconcile(origin: Arc<Origin>, agent: AgentRecord, repo: String, channe
             Some(Err(failure)) => {
                 let reason = failure.to_string();
                 tracing::warn!(agent = %agent.name, %repo, version, %reason, retry_in = ?backoff, "push failed");
-                origin.emit(event(EventKind::Failed {
-                    reason,
-                    will_retry: true,
-                }));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = superseded(&mut latest, version) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff = fail_and_wait(&origin, event(failed(reason)), &mut latest, backoff).await;
             }
         }
     }
@@ -235,6 +220,30 @@ fn public_check(agent: &AgentRecord, repo: &str, ack: &hotpush_proto::Ack) -> (b
         );
     }
     (true, String::new())
+}
+
+fn failed(reason: String) -> EventKind {
+    EventKind::Failed {
+        reason,
+        will_retry: true,
+    }
+}
+
+/// Reports a failed push, then waits out `backoff` (cut short by a newer
+/// version); returns the next, longer backoff.
+async fn fail_and_wait(
+    origin: &Origin,
+    event: Event,
+    latest: &mut tokio::sync::watch::Receiver<u64>,
+    backoff: std::time::Duration,
+) -> std::time::Duration {
+    let version = event.version;
+    origin.emit(event);
+    tokio::select! {
+        _ = tokio::time::sleep(backoff) => {}
+        _ = superseded(latest, version) => {}
+    }
+    (backoff * 2).min(MAX_BACKOFF)
 }
 
 /// Resolves once a version newer than `version` is announced.
