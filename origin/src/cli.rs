@@ -88,6 +88,21 @@ enum Command {
     /// Remote publishers.
     #[command(subcommand)]
     Publisher(PublisherCommand),
+    /// Rehearse: publish (by default the latest content, signed again), wait for
+    /// every partner, then fetch through the metalink from every mirror as dnf
+    /// would and print a pass/fail table.
+    Drill {
+        /// Repo name, e.g. f41-critical/x86_64.
+        repo: String,
+        /// Publish this directory instead of re-signing the latest content.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// The metalink base URL clients use (default: public_url, else the first http_listen).
+        #[arg(long)]
+        origin_url: Option<String>,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Show the audit log of publishes.
     Audit,
     /// Print the dnf .repo stanza for REPO, for the distribution's -repos package.
@@ -202,6 +217,21 @@ pub fn run() -> ExitCode {
         ),
         Command::Status { json, remote } => status(&cli.config, &remote, json),
         Command::Publisher(PublisherCommand::Init { dir }) => publisher_init(&dir),
+        Command::Drill {
+            repo,
+            from,
+            origin_url,
+            timeout,
+        } => load(&cli.config).and_then(|c| {
+            drill(
+                &cli.config,
+                &c,
+                &repo,
+                from.as_deref(),
+                origin_url,
+                Duration::from_secs(timeout),
+            )
+        }),
         Command::Audit => load(&cli.config).and_then(|c| audit(&c)),
         Command::RepoFile {
             repo,
@@ -467,14 +497,32 @@ async fn publish(
     timeout: Duration,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    publish_and_wait(config_path, remote, repo, Some(from), wait, timeout, json).await
+}
+
+/// Publishes `from` (or, with `None`, the latest content again), prints
+/// progress, and waits for the `--wait` condition.
+async fn publish_and_wait(
+    config_path: &Path,
+    remote: &Remote,
+    repo: &str,
+    from: Option<&Path>,
+    wait: &str,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     // A remote publish names a directory on the origin host; a local one is resolved here.
-    let from = if remote.remote.is_some() {
-        if !from.is_absolute() {
-            bail!("--from must be an absolute path on the origin host with --remote");
+    let from = match from {
+        None => PathBuf::new(),
+        Some(from) if remote.remote.is_some() => {
+            if !from.is_absolute() {
+                bail!("--from must be an absolute path on the origin host with --remote");
+            }
+            from.to_path_buf()
         }
-        from.to_path_buf()
-    } else {
-        std::fs::canonicalize(from).with_context(|| format!("--from {}", from.display()))?
+        Some(from) => {
+            std::fs::canonicalize(from).with_context(|| format!("--from {}", from.display()))?
+        }
     };
     let mut client = control_client(config_path, remote).await?;
     let request = pb::PublishRequest {
@@ -562,7 +610,10 @@ async fn publish(
                 let due = last_progress
                     .get(&p.agent)
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-                if !json && (p.phase == "committing" || (p.phase == "sending" && due)) {
+                if !json
+                    && p.bytes_wanted > 0
+                    && (p.phase == "committing" || (p.phase == "sending" && due))
+                {
                     let verb = if p.phase == "committing" {
                         "sent, swapping"
                     } else {
@@ -706,6 +757,95 @@ async fn status(config_path: &Path, remote: &Remote, json: bool) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where clients reach this origin's HTTP: `public_url`, else the first
+/// `http_listen` address (an unspecified address becomes loopback).
+fn origin_base_url(config: &Config) -> Option<String> {
+    if let Some(url) = &config.public_url {
+        return Some(url.trim_end_matches('/').to_owned());
+    }
+    let addr = *config.http_listen.first()?;
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    Some(format!(
+        "http://{}",
+        std::net::SocketAddr::new(ip, addr.port())
+    ))
+}
+
+#[tokio::main]
+async fn drill(
+    config_path: &Path,
+    config: &Config,
+    repo: &str,
+    from: Option<&Path>,
+    origin_url: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let base = origin_url
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .or_else(|| origin_base_url(config))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no origin URL: pass --origin-url or set public_url or http_listen")
+        })?;
+    let (name, arch) = repo.rsplit_once('/').unwrap_or((repo, ""));
+    let metalink_url = format!("{base}/metalink?repo={name}&arch={arch}");
+    println!(
+        "drill 1/2: publish {repo}{}",
+        if from.is_none() {
+            " (latest content, signed again)"
+        } else {
+            ""
+        }
+    );
+    let published = publish_and_wait(
+        config_path,
+        &Remote::default(),
+        repo,
+        from,
+        "all",
+        timeout,
+        false,
+    )
+    .await?;
+    println!("drill 2/2: fetch {metalink_url} and everything dnf would from every mirror it lists");
+    let http = crate::drill::client()?;
+    let (file, reports) = crate::drill::check(&http, &metalink_url, &config.limits).await?;
+    println!(
+        "  metalink: repomd.xml sha256 {}…, {} mirror(s)",
+        &file.sha256[..16],
+        reports.len()
+    );
+    let mut failed = published != ExitCode::SUCCESS || reports.is_empty();
+    for r in &reports {
+        match &r.result {
+            Ok(s) => println!(
+                "  PASS  {}  ({} metadata files, {} packages, {} bytes verified)",
+                r.url, s.metadata_files, s.packages, s.bytes
+            ),
+            Err(why) => {
+                failed = true;
+                println!("  FAIL  {}  {why}", r.url);
+            }
+        }
+    }
+    if reports.is_empty() {
+        println!("  FAIL  the metalink lists no mirror");
+    }
+    println!("drill {}", if failed { "FAILED" } else { "PASSED" });
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn publisher_init(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::origin::{EventKind, Origin};
-use crate::publish::{PublishError, publish};
+use crate::publish::{PublishError, publish, resign_latest};
 
 /// The Control gRPC service.
 pub struct ControlService {
@@ -84,9 +84,16 @@ impl pb::control_server::Control for ControlService {
         let mut events = self.origin.events.subscribe();
         let origin = self.origin.clone();
         let (r, w) = (repo.clone(), who.clone());
-        let publication = tokio::task::spawn_blocking(move || publish(&origin, &r, &dir, &w))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        // No directory: sign the latest content again (a drill, or fresh expiry).
+        let publication = tokio::task::spawn_blocking(move || {
+            if dir.as_os_str().is_empty() {
+                resign_latest(&origin, &r, &w)
+            } else {
+                publish(&origin, &r, &dir, &w)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         let publication = match publication {
             Ok(p) => p,
             Err(e) => {

@@ -10,6 +10,7 @@ use hotpush_shared::store::StoreError;
 
 use crate::db::{DbError, VersionRecord, now_unix};
 use crate::origin::Origin;
+use hotpush_shared::sign::SignedManifest;
 
 /// Why a publish was refused. Nothing is stored when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +31,10 @@ pub enum PublishError {
     Path(#[from] PathError),
     #[error("manifest refused: {0}")]
     Manifest(#[from] hotpush_shared::manifest::ManifestError),
+    #[error("{0} has never been published: publish it with --from DIR first")]
+    NothingPublished(RepoName),
+    #[error("stored snapshot is unreadable: {0}")]
+    Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -85,9 +90,66 @@ pub fn publish(
         });
     }
     entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let repomd_timestamp = validated
+        .repomd
+        .max_timestamp()
+        .unwrap_or(now_unix() as u64);
+    let (record, manifest, unchanged) = sign_version(origin, repo, entries, repomd_timestamp, who)?;
+    tracing::info!(
+        repo = %repo, version = record.version, files = manifest.entries.len(), new_blobs,
+        unreferenced = validated.unreferenced.len(), who, "published"
+    );
+    Ok(Publication {
+        record,
+        manifest,
+        unreferenced: validated.unreferenced,
+        new_blobs,
+        unchanged,
+    })
+}
+
+/// Signs the newest version's files again as the next version: a rehearsal
+/// (`drill`) that exercises every partner without changing what clients get,
+/// and the cure for an agent that was down past the manifest's expiry.
+pub fn resign_latest(
+    origin: &Origin,
+    repo: &RepoName,
+    who: &str,
+) -> Result<Publication, PublishError> {
+    let latest = origin
+        .db
+        .latest(repo.as_str())?
+        .ok_or_else(|| PublishError::NothingPublished(repo.clone()))?;
+    let manifest = SignedManifest::from_bytes(&latest.signed)
+        .map_err(|e| PublishError::Corrupt(e.to_string()))
+        .and_then(|s| {
+            Manifest::decode(&s.manifest_bytes, &origin.config.limits)
+                .map_err(|e| PublishError::Corrupt(e.to_string()))
+        })?;
+    let (record, manifest, _) =
+        sign_version(origin, repo, manifest.entries, latest.repomd_timestamp, who)?;
+    tracing::info!(repo = %repo, version = record.version, who, "re-signed the latest content");
+    Ok(Publication {
+        record,
+        manifest,
+        unreferenced: Vec::new(),
+        new_blobs: 0,
+        unchanged: true,
+    })
+}
+
+/// Numbers, signs and stores a manifest of `entries` (sorted); also says
+/// whether the files are the same as the previous version's.
+fn sign_version(
+    origin: &Origin,
+    repo: &RepoName,
+    entries: Vec<Entry>,
+    repomd_timestamp: u64,
+    who: &str,
+) -> Result<(VersionRecord, Manifest, bool), PublishError> {
+    let limits = &origin.config.limits;
     let previous = origin.db.latest(repo.as_str())?;
     let created = now_unix();
-    let repomd_timestamp = validated.repomd.max_timestamp().unwrap_or(created as u64);
     let lifetime = origin.config.manifest_lifetime.as_secs() as i64;
     let mut manifest = Manifest {
         repo: repo.clone(),
@@ -105,20 +167,10 @@ pub fn publish(
             Ok((signed.to_bytes(), signed.digest(), repomd_timestamp))
         })??;
     let unchanged = previous.is_some_and(|p| {
-        hotpush_shared::sign::SignedManifest::from_bytes(&p.signed)
+        SignedManifest::from_bytes(&p.signed)
             .ok()
             .and_then(|s| Manifest::decode(&s.manifest_bytes, limits).ok())
             .is_some_and(|m| m.entries == manifest.entries)
     });
-    tracing::info!(
-        repo = %repo, version = record.version, files = manifest.entries.len(), new_blobs,
-        unreferenced = validated.unreferenced.len(), who, "published"
-    );
-    Ok(Publication {
-        record,
-        manifest,
-        unreferenced: validated.unreferenced,
-        new_blobs,
-        unchanged,
-    })
+    Ok((record, manifest, unchanged))
 }

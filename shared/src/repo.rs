@@ -153,6 +153,16 @@ impl ChecksumKind {
         }
     }
 
+    /// Lowercase hex digest of `data` with this algorithm.
+    pub fn hex_digest(self, data: &[u8]) -> String {
+        match self {
+            Self::Md5 => hex::encode(md5::Md5::digest(data)),
+            Self::Sha1 => hex::encode(sha1::Sha1::digest(data)),
+            Self::Sha256 => hex::encode(sha2::Sha256::digest(data)),
+            Self::Sha512 => hex::encode(sha2::Sha512::digest(data)),
+        }
+    }
+
     fn hex_len(self) -> usize {
         match self {
             Self::Md5 => 32,
@@ -195,6 +205,13 @@ impl Checksum {
             ));
         }
         Ok(Self { kind, hex })
+    }
+}
+
+impl Checksum {
+    /// True when `data` has this checksum (for clients such as `drill`).
+    pub fn matches(&self, data: &[u8]) -> bool {
+        self.kind.hex_digest(data) == self.hex
     }
 }
 

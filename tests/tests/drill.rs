@@ -1,0 +1,59 @@
+//! `hotpush-origin drill`: the rehearsal passes on a healthy network and
+//! fails, naming the partner, when one is down.
+#![allow(clippy::unwrap_used)] // a test file: a panic is the failure report
+
+use hotpush_tests::{AgentSpec, Network, Signal, fixture, run};
+
+const REPO: &str = "sec/x86_64";
+
+#[test]
+fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
+    let mut net = Network::builder()
+        .repo(REPO)
+        .agent(AgentSpec::v4())
+        .agent(AgentSpec::v6())
+        .start();
+    let src = net.root.join("src");
+    fixture::sample_repo(&src);
+    assert_eq!(net.publish(REPO, &src, &["--timeout", "20"]).code, 0);
+
+    let out = run(net.origin_cmd().args(["drill", REPO, "--timeout", "20"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("PASS"))
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        text.contains("1 packages") && text.contains("drill PASSED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("same content as the previous version"),
+        "{text}"
+    );
+
+    net.stop_agent(1, Signal::Kill);
+    let out = run(net.origin_cmd().args(["drill", REPO, "--timeout", "3"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let dead = &net.agents[1].name;
+    assert!(
+        text.contains(&format!("{dead}: failed")) && text.contains("drill FAILED"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("PASS"))
+            .count(),
+        1,
+        "{text}"
+    );
+}
