@@ -88,9 +88,11 @@ enum Command {
     /// Remote publishers.
     #[command(subcommand)]
     Publisher(PublisherCommand),
-    /// Rehearse: publish (by default the latest content, signed again), wait for
-    /// every partner, then fetch through the metalink from every mirror as dnf
-    /// would and print a pass/fail table.
+    /// Rehearse end to end and print a pass/fail table.
+    ///
+    /// Publishes (by default the latest content, signed again: no change for
+    /// clients), waits for every partner, then fetches through the metalink
+    /// from every mirror what dnf would, checking every hash.
     Drill {
         /// Repo name, e.g. f41-critical/x86_64.
         repo: String,
