@@ -14,22 +14,7 @@ use serde::Deserialize;
 /// dnf's default `metadata_expire`: a client may hold old repodata this long.
 pub const DEFAULT_RETAIN_FOR_SECS: u64 = 48 * 3600;
 
-/// Why the config was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("{path}: {what}")]
-    Invalid { path: PathBuf, what: String },
-}
+pub use hotpush_shared::config::ConfigError;
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -79,25 +64,18 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = hotpush_shared::config::read(path)?;
         Self::parse(&text, path)
     }
 
     /// Parses config text; `path` is used for messages and relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
+        let raw: RawConfig = hotpush_shared::config::parse(text, path)?;
         let invalid = |what: String| ConfigError::Invalid {
             path: path.into(),
             what,
         };
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let resolve = |p: PathBuf| hotpush_shared::config::resolve(path, p);
         if raw.listen.is_empty() {
             return Err(invalid(
                 "`listen` needs at least one address, e.g. [\"[::]:7443\"]".into(),

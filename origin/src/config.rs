@@ -13,22 +13,7 @@ use serde::Deserialize;
 /// push cannot be replayed months later.
 pub const DEFAULT_MANIFEST_LIFETIME_SECS: u64 = 14 * 86400;
 
-/// Why the config was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
-    #[error("{path}: {what}")]
-    Invalid { path: PathBuf, what: String },
-}
+pub use hotpush_shared::config::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -104,21 +89,14 @@ pub struct Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let text = hotpush_shared::config::read(path)?;
         Self::parse(&text, path)
     }
 
     /// Parses config text; `path` is used for messages and relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let raw: RawConfig = hotpush_shared::config::parse(text, path)?;
+        let resolve = |p: PathBuf| hotpush_shared::config::resolve(path, p);
         let min_acks = raw.min_acks.unwrap_or(1);
         if min_acks == 0 {
             return Err(ConfigError::Invalid {

@@ -1,6 +1,7 @@
 //! hotpush's shared library: everything the origin and the agents must agree on.
 //!
 //! # Layout
+//! - [`config`]: TOML config parsing and errors shared by both daemons.
 //! - [`daemon`]: logging, shutdown and HTTP serving shared by both daemons.
 //! - [`digest`]: the `Sha256Digest` newtype and hash-while-writing.
 //! - [`limits`]: explicit, documented size limits.
@@ -13,6 +14,7 @@
 //! - [`metalink`]: the MirrorManager-format metalink writer and parser.
 //! - [`transport`]: dual-stack listeners, TLS accept loops and gRPC channels.
 
+pub mod config;
 pub mod daemon;
 pub mod digest;
 pub mod identity;
