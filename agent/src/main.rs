@@ -104,7 +104,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hotpush-agent: error: {e:#}");
+            eprintln!(
+                "hotpush-agent: error: {}",
+                hotpush_shared::daemon::describe_error(e.as_ref())
+            );
             if e.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {

@@ -253,7 +253,10 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hotpush-origin: error: {e:#}");
+            eprintln!(
+                "hotpush-origin: error: {}",
+                hotpush_shared::daemon::describe_error(e.as_ref())
+            );
             if e.downcast_ref::<config::ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else if e.downcast_ref::<Unavailable>().is_some() {

@@ -67,17 +67,11 @@ pub struct Pushed {
 
 /// Formats a tonic status with its whole cause chain (TLS alerts live deep in it).
 pub fn describe_status(status: &tonic::Status) -> String {
-    let mut text = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
+    // Status's Display adds the code and details; the message alone reads better.
+    hotpush_shared::daemon::describe_chain(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
 }
 
 /// Adds the likely cause to a connection failure. With TLS 1.3 a refused

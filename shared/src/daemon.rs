@@ -14,6 +14,29 @@ pub fn init_logging() {
         .init();
 }
 
+/// An error and its causes on one line, each cause once (messages often
+/// already quote their source, as `reading x: No such file` does).
+pub fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    describe_chain(error.to_string(), error.source())
+}
+
+/// `head` followed by each cause in `source`'s chain not already in the text.
+pub fn describe_chain(
+    head: String,
+    mut source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut text = head;
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends).
 pub async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
