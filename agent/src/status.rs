@@ -43,5 +43,9 @@ pub fn collect(agent: &Agent) -> Result<pb::AgentStatus, StateError> {
         repos,
         disk_free_bytes,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        now_unix: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
     })
 }

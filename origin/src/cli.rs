@@ -88,6 +88,12 @@ enum Command {
     /// Remote publishers.
     #[command(subcommand)]
     Publisher(PublisherCommand),
+    /// Check keys, the daemon, every partner (id, clock, disk, repos) and every metalink.
+    Doctor {
+        /// The metalink base URL clients use (default: public_url, else the first http_listen).
+        #[arg(long)]
+        origin_url: Option<String>,
+    },
     /// Rehearse end to end and print a pass/fail table.
     ///
     /// Publishes (by default the latest content, signed again: no change for
@@ -219,6 +225,7 @@ pub fn run() -> ExitCode {
         ),
         Command::Status { json, remote } => status(&cli.config, &remote, json),
         Command::Publisher(PublisherCommand::Init { dir }) => publisher_init(&dir),
+        Command::Doctor { origin_url } => load(&cli.config).and_then(|c| doctor(&c, origin_url)),
         Command::Drill {
             repo,
             from,
@@ -784,6 +791,35 @@ fn origin_base_url(config: &Config) -> Option<String> {
         "http://{}",
         std::net::SocketAddr::new(ip, addr.port())
     ))
+}
+
+#[tokio::main]
+async fn doctor(config: &Config, origin_url: Option<String>) -> anyhow::Result<ExitCode> {
+    let base = origin_url
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .or_else(|| origin_base_url(config));
+    let findings = crate::doctor::examine(config, base).await;
+    for f in &findings {
+        println!("{}  {}", f.level.label(), f.what);
+    }
+    let worst = findings
+        .iter()
+        .map(|f| f.level)
+        .max()
+        .unwrap_or(crate::doctor::Level::Ok);
+    println!(
+        "doctor: {}",
+        match worst {
+            crate::doctor::Level::Ok => "all good",
+            crate::doctor::Level::Warn => "usable, with warnings",
+            crate::doctor::Level::Fail => "NOT READY: fix the FAIL lines",
+        }
+    );
+    Ok(if worst == crate::doctor::Level::Fail {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[tokio::main]

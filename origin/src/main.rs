@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod control;
 mod db;
+mod doctor;
 mod drill;
 mod emptyrepo;
 mod metalink;

@@ -80,7 +80,8 @@ pub async fn supervise(origin: Arc<Origin>, identity: Identity) {
     }
 }
 
-fn connect(identity: &Identity, agent: &AgentRecord) -> anyhow::Result<Channel> {
+/// A pinned mTLS channel to `agent` (connects lazily).
+pub fn connect(identity: &Identity, agent: &AgentRecord) -> anyhow::Result<Channel> {
     let id = agent.peer_id.parse()?;
     let config = client_config(identity, PinnedVerifier::new([id], "agent"))?;
     Ok(tls_channel(&agent.endpoint, config)?)

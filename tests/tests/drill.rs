@@ -57,3 +57,42 @@ fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
         "{text}"
     );
 }
+
+#[test]
+fn doctor_says_ready_and_names_what_to_fix() {
+    let mut net = Network::builder()
+        .repo(REPO)
+        .agent(AgentSpec::v4())
+        .agent(AgentSpec::v6())
+        .start();
+    let src = net.root.join("src");
+    fixture::sample_repo(&src);
+    assert_eq!(net.publish(REPO, &src, &["--timeout", "20"]).code, 0);
+
+    let out = run(net.origin_cmd().arg("doctor"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("FAIL") && text.contains("doctor: all good"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("metalink for {REPO} lists 2 mirror(s)")),
+        "{text}"
+    );
+
+    net.stop_agent(0, Signal::Kill);
+    let out = run(net.origin_cmd().arg("doctor"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let dead = &net.agents[0].name;
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("agent {dead} ")))
+        .unwrap_or_default();
+    assert!(
+        line.starts_with("FAIL") && line.contains("Connection refused"),
+        "{text}"
+    );
+    assert!(text.contains("NOT READY"), "{text}");
+}
