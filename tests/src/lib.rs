@@ -836,7 +836,7 @@ fn wait_ready(what: &str, child: &mut Child, log: &Path, mut ready: impl FnMut()
     }
 }
 
-fn stop_child(child: &mut Child, signal: Signal) {
+pub(crate) fn stop_child(child: &mut Child, signal: Signal) {
     if signal == Signal::Term {
         let sent = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])

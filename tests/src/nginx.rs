@@ -120,19 +120,8 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // TERM the master (by PID): it stops its workers, then exits.
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            // TERM the master: it stops its workers, then exits.
+            crate::stop_child(&mut child, crate::Signal::Term);
         }
     }
 }

@@ -6,9 +6,9 @@ use hotpush_tests::{AgentSpec, Network, Signal, fixture, run};
 
 const REPO: &str = "sec/x86_64";
 
-#[test]
-fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
-    let mut net = Network::builder()
+/// Two agents (IPv4 and IPv6) serving the sample repo.
+fn published_network() -> Network {
+    let net = Network::builder()
         .repo(REPO)
         .agent(AgentSpec::v4())
         .agent(AgentSpec::v6())
@@ -16,6 +16,12 @@ fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
     let src = net.root.join("src");
     fixture::sample_repo(&src);
     assert_eq!(net.publish(REPO, &src, &["--timeout", "20"]).code, 0);
+    net
+}
+
+#[test]
+fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
+    let mut net = published_network();
 
     let out = run(net.origin_cmd().args(["drill", REPO, "--timeout", "20"]));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -60,14 +66,7 @@ fn drill_passes_on_a_healthy_network_and_names_a_dead_partner() {
 
 #[test]
 fn doctor_says_ready_and_names_what_to_fix() {
-    let mut net = Network::builder()
-        .repo(REPO)
-        .agent(AgentSpec::v4())
-        .agent(AgentSpec::v6())
-        .start();
-    let src = net.root.join("src");
-    fixture::sample_repo(&src);
-    assert_eq!(net.publish(REPO, &src, &["--timeout", "20"]).code, 0);
+    let mut net = published_network();
 
     let out = run(net.origin_cmd().arg("doctor"));
     let text = String::from_utf8_lossy(&out.stdout);

@@ -772,6 +772,16 @@ fn hostile_pushes_are_refused_before_anything_is_written() {
             ("Packages/b.rpm", &new_pkg),
         ],
     );
+    // An empty file needs no chunk: the agent stores it once the offer verified.
+    let v7 = [
+        ("repodata/repomd.xml", b"<repomd v7/>".as_slice()),
+        ("repodata/repomd.xml.key", b"".as_slice()),
+    ];
+    bench.push_ok(&Draft::new(7, &v7), &v7);
+    assert_eq!(
+        std::fs::read(www.join(REPO).join("repodata/repomd.xml.key")).unwrap(),
+        b""
+    );
     println!(
         "REPORT hostile pushes:\n| case | code | reason | served tree unchanged |\n|---|---|---|---|\n{}",
         report.join("\n")
