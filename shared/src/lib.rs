@@ -26,6 +26,7 @@ pub mod repo;
 pub mod sign;
 pub mod store;
 pub mod transport;
+pub mod xml;
 
 pub use digest::Sha256Digest;
 pub use limits::Limits;

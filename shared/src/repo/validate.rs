@@ -1,0 +1,754 @@
+//! A directory → the files to publish, every one verified against the
+//! checksum its listing declares, every path checked against [`RelPath`]'s
+//! rules before anything is read or stored.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::checksum::hash_reader;
+use super::{
+    Checksum, ChecksumKind, FileKey, HashCache, REPOMD_PATH, RepoError, Repomd, invalid, io_err,
+    parse_primary, parse_repomd,
+};
+use crate::digest::Sha256Digest;
+use crate::limits::Limits;
+use crate::relpath::RelPath;
+
+/// Published with repomd.xml when present (repo_gpgcheck signature and key).
+const REPOMD_EXTRAS: [&str; 2] = ["repodata/repomd.xml.asc", "repodata/repomd.xml.key"];
+
+/// One published file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoFile {
+    /// Relative, '/'-separated, checked against the path rules.
+    pub path: RelPath,
+    pub size: u64,
+    pub sha256: Sha256Digest,
+}
+
+/// A repo whose every published file matched its declared checksum.
+#[derive(Clone, Debug)]
+pub struct ValidatedRepo {
+    /// Sorted by path, unique.
+    pub files: Vec<RepoFile>,
+    pub repomd: Repomd,
+    /// The exact repomd.xml bytes that were parsed (the metalink hashes these).
+    pub repomd_bytes: Vec<u8>,
+    /// Regular files in the directory that are not published, sorted.
+    pub unreferenced: Vec<String>,
+}
+
+/// A file already accepted: its size, sha256 and the other checksum computed.
+struct Accepted {
+    size: u64,
+    sha256: Sha256Digest,
+    other: Option<Checksum>,
+}
+
+/// Where a declaration came from, for error messages.
+struct Source<'a> {
+    /// Short name used in "listed in …" / "… declares": `repomd.xml`, `primary`.
+    label: &'a str,
+    /// The listing file's path, for href errors.
+    path: &'a str,
+}
+
+struct Validator<'a> {
+    root: PathBuf,
+    limits: &'a Limits,
+    cache: &'a mut dyn HashCache,
+    files: BTreeMap<RelPath, Accepted>,
+    /// Directories (relative) already checked to be real directories.
+    dirs_ok: HashSet<String>,
+    total: u64,
+}
+
+impl Validator<'_> {
+    /// `lstat`s `rel` and every directory above it: no symlink anywhere on
+    /// the way, so nothing outside the tree is read.
+    fn lstat(&mut self, rel: &str, listed_in: &str) -> Result<fs::Metadata, RepoError> {
+        let missing = || RepoError::Missing {
+            path: rel.to_owned(),
+            listed_in: listed_in.to_owned(),
+        };
+        for (i, _) in rel.match_indices('/') {
+            let dir = &rel[..i];
+            if self.dirs_ok.contains(dir) {
+                continue;
+            }
+            let meta = match fs::symlink_metadata(self.root.join(dir)) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+                Err(e) => return Err(io_err(dir)(e)),
+            };
+            if meta.file_type().is_symlink() {
+                return Err(RepoError::Symlink {
+                    path: dir.to_owned(),
+                });
+            }
+            if !meta.is_dir() {
+                return Err(RepoError::WrongFileType {
+                    path: dir.to_owned(),
+                    expected: "directory",
+                });
+            }
+            self.dirs_ok.insert(dir.to_owned());
+        }
+        let meta = match fs::symlink_metadata(self.root.join(rel)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
+            Err(e) => return Err(io_err(rel)(e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(RepoError::Symlink {
+                path: rel.to_owned(),
+            });
+        }
+        if !meta.is_file() {
+            return Err(RepoError::WrongFileType {
+                path: rel.to_owned(),
+                expected: "regular file",
+            });
+        }
+        Ok(meta)
+    }
+
+    /// Opens `rel` and checks it is still the file `meta` describes (no swap
+    /// for a symlink or another file between lstat and open).
+    fn open_same(&self, rel: &str, meta: &fs::Metadata) -> Result<File, RepoError> {
+        let file = File::open(self.root.join(rel)).map_err(io_err(rel))?;
+        let now = file.metadata().map_err(io_err(rel))?;
+        if now.ino() != meta.ino() || now.dev() != meta.dev() || !now.is_file() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        Ok(file)
+    }
+
+    fn check_limits(&mut self, rel: &str, size: u64) -> Result<(), RepoError> {
+        let exceeded = |limit_name, limit| RepoError::LimitExceeded {
+            file: rel.to_owned(),
+            limit_name,
+            limit,
+        };
+        if size > self.limits.max_blob_bytes {
+            return Err(exceeded("max_blob_bytes", self.limits.max_blob_bytes));
+        }
+        if self.files.len() >= self.limits.max_entries {
+            return Err(exceeded("max_entries", self.limits.max_entries as u64));
+        }
+        self.total = self.total.saturating_add(size);
+        if self.total > self.limits.max_total_bytes {
+            return Err(exceeded("max_total_bytes", self.limits.max_total_bytes));
+        }
+        Ok(())
+    }
+
+    /// Adds a file no checksum is declared for (repomd.xml's `.asc`/`.key`).
+    fn add_undeclared(&mut self, rel: &str) -> Result<(), RepoError> {
+        let path = self.rel_path(rel, REPOMD_PATH)?;
+        let meta = match self.lstat(rel, REPOMD_PATH) {
+            Err(RepoError::Missing { .. }) => return Ok(()),
+            other => other?,
+        };
+        self.check_limits(rel, meta.len())?;
+        let file = self.open_same(rel, &meta)?;
+        let (size, sha256, _) = hash_reader(file, ChecksumKind::Sha256).map_err(io_err(rel))?;
+        if size != meta.len() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        self.files.insert(
+            path,
+            Accepted {
+                size,
+                sha256,
+                other: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// `rel` checked against the path rules; `listed_in` names the file
+    /// that listed it.
+    fn rel_path(&self, rel: &str, listed_in: &str) -> Result<RelPath, RepoError> {
+        RelPath::new(rel, self.limits.max_path_bytes).map_err(|source| RepoError::UnsafeHref {
+            file: listed_in.to_owned(),
+            href: rel.to_owned(),
+            source,
+        })
+    }
+
+    /// Verifies `rel` against a declaration, hashing it at most once per run.
+    fn verify(
+        &mut self,
+        rel: &str,
+        declared: &Checksum,
+        declared_size: Option<u64>,
+        source: &Source<'_>,
+    ) -> Result<(), RepoError> {
+        let path = self.rel_path(rel, source.path)?;
+        let size_mismatch = |actual, declared| RepoError::SizeMismatch {
+            path: rel.to_owned(),
+            actual,
+            declared,
+            listed_in: source.label.to_owned(),
+        };
+        let checksum_mismatch = |actual: String| RepoError::ChecksumMismatch {
+            path: rel.to_owned(),
+            kind: declared.kind,
+            declared: declared.hex.clone(),
+            actual,
+            listed_in: source.label.to_owned(),
+        };
+
+        // Listed before (a package listed twice): compare with what we computed.
+        if let Some(seen) = self.files.get(rel) {
+            if let Some(d) = declared_size
+                && d != seen.size
+            {
+                return Err(size_mismatch(seen.size, d));
+            }
+            let actual = match (&seen.other, declared.kind) {
+                (_, ChecksumKind::Sha256) => seen.sha256.to_hex(),
+                (Some(other), kind) if other.kind == kind => other.hex.clone(),
+                (first, second) => {
+                    return Err(RepoError::ConflictingChecksumTypes {
+                        path: rel.to_owned(),
+                        first: first.as_ref().map_or(ChecksumKind::Sha256, |c| c.kind),
+                        second,
+                    });
+                }
+            };
+            return if actual == declared.hex {
+                Ok(())
+            } else {
+                Err(checksum_mismatch(actual))
+            };
+        }
+
+        let meta = self.lstat(rel, source.label)?;
+        if let Some(d) = declared_size
+            && d != meta.len()
+        {
+            return Err(size_mismatch(meta.len(), d));
+        }
+        self.check_limits(rel, meta.len())?;
+        let key = FileKey::from_metadata(&self.root.join(rel), &meta);
+
+        // Trade-off (DESIGN §6): an unchanged stat identity is trusted to mean
+        // unchanged content; a hit that disagrees is re-hashed below.
+        if declared.kind == ChecksumKind::Sha256
+            && let Some(sha256) = self.cache.get(&key)
+            && sha256.to_hex() == declared.hex
+        {
+            self.files.insert(
+                path,
+                Accepted {
+                    size: meta.len(),
+                    sha256,
+                    other: None,
+                },
+            );
+            return Ok(());
+        }
+
+        let file = self.open_same(rel, &meta)?;
+        let (size, sha256, other_hex) = hash_reader(file, declared.kind).map_err(io_err(rel))?;
+        if size != meta.len() {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        self.cache.put(key, sha256);
+        let actual = other_hex.clone().unwrap_or_else(|| sha256.to_hex());
+        if actual != declared.hex {
+            return Err(checksum_mismatch(actual));
+        }
+        self.files.insert(
+            path,
+            Accepted {
+                size,
+                sha256,
+                other: other_hex.map(|hex| Checksum {
+                    kind: declared.kind,
+                    hex,
+                }),
+            },
+        );
+        Ok(())
+    }
+
+    /// Regular files under the root that are not published.
+    fn unreferenced(&self) -> Result<Vec<String>, RepoError> {
+        let mut out = Vec::new();
+        let mut stack = vec![(self.root.clone(), String::new())];
+        while let Some((dir, prefix)) = stack.pop() {
+            let shown = if prefix.is_empty() { "." } else { &prefix };
+            for entry in fs::read_dir(&dir).map_err(io_err(shown))? {
+                let entry = entry.map_err(io_err(shown))?;
+                // file_type() does not follow symlinks, so neither do we.
+                let ft = entry.file_type().map_err(io_err(shown))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let rel = if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                if ft.is_dir() {
+                    stack.push((entry.path(), rel));
+                } else if ft.is_file() && !self.files.contains_key(rel.as_str()) {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Validates the yum repo in `dir`: see the module docs. Returns every file to
+/// publish with its sha256, and the files that will not be published.
+pub fn validate_repo(
+    dir: &Path,
+    limits: &Limits,
+    cache: &mut dyn HashCache,
+) -> Result<ValidatedRepo, RepoError> {
+    let root = fs::canonicalize(dir).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => RepoError::NotARepo {
+            dir: dir.to_owned(),
+        },
+        _ => io_err(&dir.to_string_lossy())(e),
+    })?;
+    let mut v = Validator {
+        root,
+        limits,
+        cache,
+        files: BTreeMap::new(),
+        dirs_ok: HashSet::new(),
+        total: 0,
+    };
+
+    // repomd.xml: read once, bounded, and keep the exact bytes.
+    let meta = match v.lstat(REPOMD_PATH, "the repository layout") {
+        Err(RepoError::Missing { .. }) => {
+            return Err(RepoError::NotARepo {
+                dir: dir.to_owned(),
+            });
+        }
+        other => other?,
+    };
+    if meta.len() > limits.max_repomd_bytes {
+        return Err(RepoError::LimitExceeded {
+            file: REPOMD_PATH.to_owned(),
+            limit_name: "max_repomd_bytes",
+            limit: limits.max_repomd_bytes,
+        });
+    }
+    let mut repomd_bytes = Vec::new();
+    v.open_same(REPOMD_PATH, &meta)?
+        .take(limits.max_repomd_bytes.saturating_add(1))
+        .read_to_end(&mut repomd_bytes)
+        .map_err(io_err(REPOMD_PATH))?;
+    if repomd_bytes.len() as u64 > limits.max_repomd_bytes {
+        return Err(RepoError::LimitExceeded {
+            file: REPOMD_PATH.to_owned(),
+            limit_name: "max_repomd_bytes",
+            limit: limits.max_repomd_bytes,
+        });
+    }
+    let repomd = parse_repomd(&repomd_bytes)?;
+    v.check_limits(REPOMD_PATH, repomd_bytes.len() as u64)?;
+    let repomd_path = v.rel_path(REPOMD_PATH, REPOMD_PATH)?;
+    v.files.insert(
+        repomd_path,
+        Accepted {
+            size: repomd_bytes.len() as u64,
+            sha256: Sha256Digest::of(&repomd_bytes),
+            other: None,
+        },
+    );
+    for extra in REPOMD_EXTRAS {
+        v.add_undeclared(extra)?;
+    }
+
+    let from_repomd = Source {
+        label: "repomd.xml",
+        path: REPOMD_PATH,
+    };
+    for d in &repomd.data {
+        v.verify(&d.href, &d.checksum, d.size, &from_repomd)?;
+    }
+
+    let primary = repomd
+        .primary()
+        .ok_or_else(|| invalid(REPOMD_PATH, "no <data type=\"primary\">"))?;
+    let file = File::open(v.root.join(&primary.href)).map_err(io_err(&primary.href))?;
+    let packages = parse_primary(&primary.href, BufReader::new(file), limits)?;
+    let from_primary = Source {
+        label: "primary",
+        path: &primary.href,
+    };
+    for p in &packages {
+        v.verify(&p.href, &p.checksum, Some(p.size), &from_primary)?;
+    }
+
+    let unreferenced = v.unreferenced()?;
+    let files = v
+        .files
+        .into_iter()
+        .map(|(path, a)| RepoFile {
+            path,
+            size: a.size,
+            sha256: a.sha256,
+        })
+        .collect();
+    Ok(ValidatedRepo {
+        files,
+        repomd,
+        repomd_bytes,
+        unreferenced,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use crate::repo::fixtures::*;
+    use crate::repo::{MemoryCache, NoCache, parse_primary};
+
+    #[test]
+    fn good_repo_every_compression() {
+        for comp in [Comp::Gz, Comp::Zst, Comp::Xz, Comp::Plain] {
+            let repo = build(comp);
+            let v = repo.validate().unwrap_or_else(|e| panic!("{comp:?}: {e}"));
+            let paths: Vec<&str> = v.files.iter().map(|f| f.path.as_str()).collect();
+            let mut expected = vec![
+                HELLO,
+                WORLD,
+                repo.filelists_href.as_str(),
+                repo.primary_href.as_str(),
+                REPOMD_PATH,
+            ];
+            expected.sort();
+            assert_eq!(paths, expected, "{comp:?}");
+            let hello = v.files.iter().find(|f| f.path == HELLO).unwrap();
+            assert_eq!(hello.sha256, Sha256Digest::of(b"hello rpm bytes"));
+            assert_eq!(hello.size, 15);
+            assert!(v.unreferenced.is_empty(), "{:?}", v.unreferenced);
+            assert_eq!(
+                v.repomd_bytes,
+                fs::read(repo.root().join(REPOMD_PATH)).unwrap()
+            );
+            assert_eq!(v.repomd.max_timestamp(), Some(1_700_000_200));
+        }
+    }
+
+    #[test]
+    fn md5_sha1_and_sha512_declarations_verify() {
+        let repo = build_with(
+            Comp::Gz,
+            &[
+                ("Packages/a.rpm", b"aaa", "md5"),
+                ("Packages/b.rpm", b"bbb", "sha"),
+                ("Packages/c.rpm", b"ccc", "sha512"),
+            ],
+        );
+        let v = repo.validate().unwrap();
+        assert_eq!(v.files.len(), 6);
+        // A wrong sha1 is reported as a sha1 mismatch.
+        fs::write(repo.root().join("Packages/b.rpm"), b"bbB").unwrap();
+        let err = repo.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("Packages/b.rpm: sha1 mismatch: primary declares "),
+            "{err}"
+        );
+        assert!(err.contains(&hex_of("sha1", b"bbB")), "{err}");
+    }
+
+    #[test]
+    fn wrong_checksum_on_data_file_names_file_and_both_hashes() {
+        let repo = build(Comp::Gz);
+        let path = repo.root().join(&repo.filelists_href);
+        let good = fs::read(&path).unwrap();
+        let bad = b"<filelistX/>".to_vec();
+        assert_eq!(good.len(), bad.len());
+        fs::write(&path, &bad).unwrap();
+        let err = repo.validate().unwrap_err();
+        assert!(matches!(err, RepoError::ChecksumMismatch { .. }));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: sha256 mismatch: repomd.xml declares {}, file has {}",
+                repo.filelists_href,
+                Sha256Digest::of(&good).to_hex(),
+                Sha256Digest::of(&bad).to_hex()
+            )
+        );
+    }
+
+    #[test]
+    fn missing_package() {
+        let repo = build(Comp::Zst);
+        fs::remove_file(repo.root().join(HELLO)).unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!("{HELLO}: missing (listed in primary)")
+        );
+        // A missing directory reads the same.
+        fs::remove_dir_all(repo.root().join("Packages/w")).unwrap();
+        fs::write(repo.root().join(HELLO), b"hello rpm bytes").unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!("{WORLD}: missing (listed in primary)")
+        );
+    }
+
+    #[test]
+    fn wrong_package_size() {
+        let repo = build_with(Comp::Gz, &[("Packages/h/x.rpm", b"0123456789ab", "sha256")]);
+        fs::write(repo.root().join("Packages/h/x.rpm"), b"0123456789").unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            "Packages/h/x.rpm: size 10 but primary declares 12"
+        );
+    }
+
+    #[test]
+    fn unsafe_hrefs_are_refused() {
+        let repo = build_with(Comp::Gz, &[("../x.rpm", b"outside", "sha256")]);
+        let err = repo.validate().unwrap_err();
+        assert!(
+            matches!(&err, RepoError::UnsafeHref { href, .. } if href == "../x.rpm"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("'..' segment"), "{err}");
+        // Every href goes through RelPath's rules, the same the agent applies.
+        for bad in [
+            "",
+            "/etc/passwd",
+            "a//b",
+            "./a",
+            "a/.",
+            "a/../b",
+            "a\\b",
+            "a\0b",
+            "a/",
+            "..a/b..",
+        ] {
+            assert!(RelPath::new(bad, 1024).is_err(), "{bad:?}");
+        }
+        assert!(RelPath::new(&"a".repeat(256), 1024).is_err());
+        assert!(RelPath::new("Packages/h/hello-1.rpm", 1024).is_ok());
+    }
+
+    #[test]
+    fn symlinks_are_refused() {
+        let repo = build(Comp::Gz);
+        let root = repo.root();
+        // A package that is a symlink, even to a file with the right content.
+        let outside = repo.tmp.path().join("outside.rpm");
+        fs::write(&outside, b"hello rpm bytes").unwrap();
+        fs::remove_file(root.join(HELLO)).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join(HELLO)).unwrap();
+        assert_eq!(
+            repo.validate().unwrap_err().to_string(),
+            format!(
+                "{HELLO}: is a symlink; only regular files inside the repository are published"
+            )
+        );
+        // A symlinked directory on the way.
+        fs::remove_file(root.join(HELLO)).unwrap();
+        fs::rename(root.join("Packages/h"), repo.tmp.path().join("h")).unwrap();
+        std::os::unix::fs::symlink(repo.tmp.path().join("h"), root.join("Packages/h")).unwrap();
+        fs::write(
+            repo.tmp.path().join("h/hello-1-1.noarch.rpm"),
+            b"hello rpm bytes",
+        )
+        .unwrap();
+        let err = repo.validate().unwrap_err();
+        assert!(
+            matches!(&err, RepoError::Symlink { path } if path == "Packages/h"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zchunk_primary_is_unsupported() {
+        let err =
+            parse_primary("repodata/x-primary.xml.zck", &b""[..], &Limits::default()).unwrap_err();
+        assert!(matches!(err, RepoError::UnsupportedCompression { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("repodata/x-primary.xml.zck: unsupported compression")
+        );
+        let repo = build(Comp::Zck);
+        assert!(matches!(
+            repo.validate().unwrap_err(),
+            RepoError::UnsupportedCompression { file } if file == repo.primary_href
+        ));
+    }
+
+    #[test]
+    fn unreferenced_files_are_listed() {
+        let repo = build(Comp::Xz);
+        let root = repo.root();
+        write(&root, "notes.txt", b"x");
+        write(&root, "Packages/h/stale-0-1.noarch.rpm", b"old");
+        write(&root, "repodata/old-primary.xml.gz", b"old");
+        write(&root, ".repodata/repomd.xml", b"half-built");
+        // Symlinks are neither published nor followed.
+        std::os::unix::fs::symlink("/etc", root.join("etc-link")).unwrap();
+        std::os::unix::fs::symlink(root.join("notes.txt"), root.join("notes-link")).unwrap();
+        let v = repo.validate().unwrap();
+        assert_eq!(
+            v.unreferenced,
+            [
+                ".repodata/repomd.xml",
+                "Packages/h/stale-0-1.noarch.rpm",
+                "notes.txt",
+                "repodata/old-primary.xml.gz",
+            ]
+        );
+        assert_eq!(v.files.len(), 5);
+    }
+
+    #[test]
+    fn signature_and_key_are_published_when_present() {
+        let repo = build(Comp::Gz);
+        write(&repo.root(), "repodata/repomd.xml.asc", b"sig");
+        let v = repo.validate().unwrap();
+        assert!(v.files.iter().any(|f| f.path == "repodata/repomd.xml.asc"));
+        assert!(!v.files.iter().any(|f| f.path == "repodata/repomd.xml.key"));
+        assert!(v.unreferenced.is_empty());
+    }
+
+    #[test]
+    fn not_a_repo() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = validate_repo(tmp.path(), &Limits::default(), &mut NoCache).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "repodata/repomd.xml: not found — is {} a yum repository?",
+                tmp.path().display()
+            )
+        );
+    }
+
+    /// The cache trusts an unchanged stat identity instead of re-reading the
+    /// file (DESIGN §6). Proof that it does not re-hash: a file whose content
+    /// is wrong but whose identity is cached with the declared sha256 passes.
+    /// That is the intended trade-off: publishing a large repo stats every
+    /// file but reads only the new ones; content changed without any change
+    /// to size, mtime, inode or device goes unnoticed.
+    #[test]
+    fn cache_hit_skips_reading() {
+        let repo = build(Comp::Gz);
+        let mut cache = MemoryCache::default();
+        let first = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        // repomd.xml (read in full anyway) and the .asc/.key are not cached.
+        assert_eq!(cache.entries.len(), 4);
+
+        let path = repo.root().join(HELLO);
+        fs::write(&path, b"HELLO RPM BYTES").unwrap();
+        let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
+        cache.put(key, Sha256Digest::of(b"hello rpm bytes"));
+        let second = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        assert_eq!(first.files, second.files);
+
+        // Without the cache the corruption is found.
+        assert!(matches!(
+            repo.validate().unwrap_err(),
+            RepoError::ChecksumMismatch { path, .. } if path == HELLO
+        ));
+        // A cached value that disagrees with the declaration is re-checked.
+        let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
+        cache.put(key, Sha256Digest::of(b"something else"));
+        assert!(validate_repo(&repo.root(), &Limits::default(), &mut cache).is_err());
+    }
+
+    #[test]
+    fn duplicate_packages_are_published_once() {
+        let repo = build_with(
+            Comp::Gz,
+            &[
+                (HELLO, b"hello rpm bytes", "sha256"),
+                (HELLO, b"hello rpm bytes", "sha256"),
+            ],
+        );
+        let v = repo.validate().unwrap();
+        assert_eq!(v.files.iter().filter(|f| f.path == HELLO).count(), 1);
+        assert_eq!(v.files.len(), 4);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let repo = build(Comp::Gz);
+        let check = |limits: Limits, name: &str| {
+            let err = validate_repo(&repo.root(), &limits, &mut NoCache).unwrap_err();
+            assert!(
+                matches!(&err, RepoError::LimitExceeded { limit_name, .. } if *limit_name == name),
+                "{name}: {err}"
+            );
+        };
+        check(
+            Limits {
+                max_entries: 4,
+                ..Limits::default()
+            },
+            "max_entries",
+        );
+        check(
+            Limits {
+                max_entries: 1,
+                ..Limits::default()
+            },
+            "max_entries",
+        );
+        check(
+            Limits {
+                max_blob_bytes: 15,
+                ..Limits::default()
+            },
+            "max_blob_bytes",
+        );
+        check(
+            Limits {
+                max_total_bytes: 1000,
+                ..Limits::default()
+            },
+            "max_total_bytes",
+        );
+        check(
+            Limits {
+                max_primary_bytes: 100,
+                ..Limits::default()
+            },
+            "max_primary_bytes",
+        );
+        check(
+            Limits {
+                max_repomd_bytes: 100,
+                ..Limits::default()
+            },
+            "max_repomd_bytes",
+        );
+        // Exactly at the limits is fine.
+        let v = repo.validate().unwrap();
+        let total: u64 = v.files.iter().map(|f| f.size).sum();
+        let limits = Limits {
+            max_entries: 5,
+            max_blob_bytes: v.files.iter().map(|f| f.size).max().unwrap(),
+            max_total_bytes: total,
+            ..Limits::default()
+        };
+        validate_repo(&repo.root(), &limits, &mut NoCache).unwrap();
+    }
+}
