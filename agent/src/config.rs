@@ -9,6 +9,7 @@ use hotpush_shared::Limits;
 use hotpush_shared::identity::PeerId;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::sign::TrustedKeys;
+use hotpush_shared::url::PublicUrl;
 use serde::Deserialize;
 
 /// dnf's default `metadata_expire`: a client may hold old repodata this long.
@@ -54,7 +55,7 @@ pub struct Config {
     pub repos: Vec<RepoName>,
     /// Base URL under which clients reach `serve_root` (the partner's front
     /// end); each ack says whether it serves the new snapshot.
-    pub public_url: Option<String>,
+    pub public_url: Option<PublicUrl>,
     pub retain_for: Duration,
     /// Refuse a push that would leave less than this free on the data disk.
     pub min_free_bytes: u64,
@@ -107,17 +108,9 @@ impl Config {
             .map(|r| RepoName::new(r).map_err(|e| invalid(format!("repos: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let public_url = match raw.public_url.filter(|u| !u.is_empty()) {
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                return Err(invalid(format!(
-                    "public_url must be an http:// or https:// URL, not {u:?}"
-                )));
-            }
-            Some(u) => Some(u),
+            Some(u) => Some(PublicUrl::parse(&u).map_err(|e| invalid(format!("public_url: {e}")))?),
             // Without a front end, the built-in server is what clients reach.
-            None => raw
-                .http_listen
-                .first()
-                .map(|a| format!("http://{}/", loopback_if_unspecified(*a))),
+            None => raw.http_listen.first().map(|a| PublicUrl::of_listener(*a)),
         };
         Ok(Self {
             public_url,
@@ -138,29 +131,12 @@ impl Config {
 
     /// `public_url/<repo>/repodata/repomd.xml`.
     pub fn public_repomd_url(&self, repo: &RepoName) -> Option<String> {
-        let base = self.public_url.as_deref()?;
-        Some(format!(
-            "{}/{repo}/repodata/repomd.xml",
-            base.trim_end_matches('/')
-        ))
+        Some(self.public_url.as_ref()?.repomd(repo))
     }
 
     /// True when this agent carries `repo`.
     pub fn carries(&self, repo: &RepoName) -> bool {
         self.repos.contains(repo)
-    }
-}
-
-/// `[::]:80` → `[::1]:80`: an address this host can connect to.
-fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::from(([127, 0, 0, 1], addr.port()))
-        }
-        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
-        }
-        _ => addr,
     }
 }
 

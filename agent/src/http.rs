@@ -2,17 +2,22 @@
 //! front end and for demos. Follows the `repodata` symlink like nginx does,
 //! and writes one access-log line per request (target `access`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
 use axum::middleware;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
 
-/// Serves `root` on every address until the process ends.
-pub async fn serve(root: PathBuf, addrs: Vec<SocketAddr>) -> anyhow::Result<()> {
+/// Serves `root` on every listener until `shutdown`.
+pub async fn serve(
+    root: PathBuf,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .fallback_service(ServeDir::new(root))
         .layer(middleware::from_fn(hotpush_shared::daemon::access_log));
-    Ok(hotpush_shared::daemon::serve_http(app, addrs, "the served tree").await?)
+    hotpush_shared::daemon::serve_http(app, listeners, "the served tree", shutdown).await
 }

@@ -6,20 +6,13 @@
 use std::time::Duration;
 
 use hotpush_shared::Sha256Digest;
+use hotpush_shared::ack::PublicCheck;
 
 /// The largest repomd.xml we read back.
 const MAX_REPOMD_BYTES: usize = 1 << 20;
 /// Attempts before reporting failure: a front end may need a moment to
 /// notice the swapped symlink.
 const ATTEMPTS: usize = 3;
-
-/// What the check found.
-#[derive(Debug, Default)]
-pub struct PublicCheck {
-    pub url: String,
-    pub verified: bool,
-    pub detail: String,
-}
 
 /// An HTTP client for the check: short timeouts, no redirects to elsewhere.
 pub fn client() -> reqwest::Result<reqwest::Client> {

@@ -14,7 +14,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use crate::push::{self, Agent, Inbound, Outbound};
+use crate::agent::Agent;
+use crate::session::{self, Inbound, Outbound};
 
 /// The Agent gRPC service.
 pub struct AgentService {
@@ -67,7 +68,7 @@ fn to_response(out: Outbound) -> pb::PushResponse {
                 })
                 .collect(),
         }),
-        Outbound::Ack(ack) => Out::Ack(ack),
+        Outbound::Ack(ack) => Out::Ack(pb::Ack::from(&ack)),
         Outbound::Reject(code, reason) => Out::Reject(pb::Reject {
             code: code as i32,
             reason,
@@ -98,7 +99,7 @@ impl pb::agent_server::Agent for AgentService {
         let (tx, rx) = mpsc::channel(4);
         let agent = self.agent.clone();
         let span = tracing::info_span!("push", origin = %&peer[..peer.len().min(16)]);
-        tokio::spawn(push::run(agent, Box::pin(inbound), tx).instrument(span));
+        tokio::spawn(session::run(agent, Box::pin(inbound), tx).instrument(span));
         let out = ReceiverStream::new(rx).map(|o| Ok(to_response(o)));
         Ok(Response::new(Box::pin(out)))
     }

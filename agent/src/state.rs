@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hotpush_shared::Limits;
-use hotpush_shared::manifest::{Manifest, ManifestError, RepoName};
-use hotpush_shared::sign::{SignError, SignedManifest};
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::snapshot::{Snapshot, SnapshotError};
 use hotpush_shared::store::sync_dir;
 
 /// Why persisted state could not be read or written.
@@ -27,11 +27,9 @@ pub enum StateError {
         source: io::Error,
     },
     #[error("{path}: {source}")]
-    Signed { path: PathBuf, source: SignError },
-    #[error("{path}: {source}")]
-    Manifest {
+    Snapshot {
         path: PathBuf,
-        source: ManifestError,
+        source: SnapshotError,
     },
 }
 
@@ -49,10 +47,15 @@ pub(crate) fn io_err<'a>(
 /// An installed (or retained) snapshot.
 #[derive(Clone, Debug)]
 pub struct Installed {
-    pub signed: SignedManifest,
-    pub manifest: Manifest,
+    pub snapshot: Snapshot,
     /// When it went live (current) or was replaced (retained).
     pub since: SystemTime,
+}
+
+impl Installed {
+    pub fn version(&self) -> u64 {
+        self.snapshot.version()
+    }
 }
 
 /// The state directory.
@@ -91,23 +94,13 @@ impl StateDir {
         let since = fs::metadata(path)
             .and_then(|m| m.modified())
             .map_err(io_err("stat", path))?;
-        let signed = SignedManifest::from_bytes(&bytes).map_err(|source| StateError::Signed {
-            path: path.into(),
-            source,
-        })?;
         // Verified when it was installed; the key may since have been rotated out.
-        let manifest =
-            Manifest::decode(&signed.manifest_bytes, &self.limits).map_err(|source| {
-                StateError::Manifest {
-                    path: path.into(),
-                    source,
-                }
+        let snapshot =
+            Snapshot::decode(&bytes, &self.limits).map_err(|source| StateError::Snapshot {
+                path: path.into(),
+                source,
             })?;
-        Ok(Some(Installed {
-            signed,
-            manifest,
-            since,
-        }))
+        Ok(Some(Installed { snapshot, since }))
     }
 
     /// The live snapshot of `repo`, if any.
@@ -135,15 +128,15 @@ impl StateDir {
                 out.push(installed);
             }
         }
-        out.sort_by_key(|i| std::cmp::Reverse(i.manifest.version));
+        out.sort_by_key(|i| std::cmp::Reverse(i.version()));
         Ok(out)
     }
 
     /// Step 1 of a swap: persist the incoming manifest beside the current one.
-    pub fn stage(&self, signed: &SignedManifest, repo: &RepoName) -> Result<(), StateError> {
-        let path = self.new_path(repo);
+    pub fn stage(&self, snapshot: &Snapshot) -> Result<(), StateError> {
+        let path = self.new_path(snapshot.repo());
         let mut f = fs::File::create(&path).map_err(io_err("create", &path))?;
-        f.write_all(&signed.to_bytes())
+        f.write_all(&snapshot.signed.to_bytes())
             .map_err(io_err("write", &path))?;
         f.sync_all().map_err(io_err("fsync", &path))?;
         sync_dir(&self.dir).map_err(io_err("fsync", &self.dir))
@@ -156,7 +149,7 @@ impl StateDir {
         if let Some(old) = self.current(repo)? {
             let dir = self.retained_dir(repo);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
-            let dest = dir.join(format!("{}.signed", old.manifest.version));
+            let dest = dir.join(format!("{}.signed", old.version()));
             fs::rename(&current, &dest).map_err(io_err("rename", &dest))?;
             // The mtime records when it was replaced: the start of its retention.
             let f = fs::File::options()

@@ -1,11 +1,10 @@
 //! What this agent serves, for the `Status` RPC and `hotpush-agent status`.
 
-use std::time::UNIX_EPOCH;
-
 use bytes::Bytes;
 use hotpush_proto as pb;
+use hotpush_shared::clock::{now_unix, unix_of};
 
-use crate::push::Agent;
+use crate::agent::Agent;
 use crate::state::StateError;
 
 /// Installed version of every configured repo.
@@ -15,18 +14,14 @@ pub fn collect(agent: &Agent) -> Result<pb::AgentStatus, StateError> {
         let state = match agent.tree.state.current(repo)? {
             Some(i) => pb::RepoState {
                 repo: repo.to_string(),
-                version: i.manifest.version,
-                manifest_digest: Bytes::copy_from_slice(&i.signed.digest().0),
+                version: i.version(),
+                manifest_digest: Bytes::copy_from_slice(&i.snapshot.digest.0),
                 repomd_sha256: i
-                    .manifest
+                    .snapshot
                     .repomd()
                     .map(|e| Bytes::copy_from_slice(&e.sha256.0))
                     .unwrap_or_default(),
-                installed_unix: i
-                    .since
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
+                installed_unix: unix_of(i.since),
             },
             None => pb::RepoState {
                 repo: repo.to_string(),
@@ -39,13 +34,10 @@ pub fn collect(agent: &Agent) -> Result<pb::AgentStatus, StateError> {
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
         .unwrap_or(0);
     Ok(pb::AgentStatus {
-        agent_id: agent.agent_id.clone(),
+        agent_id: agent.agent_id.to_string(),
         repos,
         disk_free_bytes,
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        now_unix: std::time::SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        now_unix: now_unix(),
     })
 }

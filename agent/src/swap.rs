@@ -25,19 +25,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hotpush_shared::Sha256Digest;
-use hotpush_shared::manifest::{Manifest, RepoName};
-use hotpush_shared::sign::SignedManifest;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{BlobStore, sync_dir};
 
+use crate::failpoint::stage;
 use crate::state::{Installed, StateDir, StateError, io_err, within};
-
-/// Marks a stage of a push: logged at debug level, and a failpoint
-/// (`FAILPOINTS=swap::after_flip=sleep(5000)`) so that the crash tests can
-/// stop or kill the agent exactly there.
-pub fn stage(name: &'static str) {
-    tracing::debug!(stage = name, "push stage");
-    fail::fail_point!(name);
-}
 
 /// Directory holding one repodata directory per version.
 const VERSIONS_DIR: &str = ".repodata";
@@ -78,9 +71,11 @@ impl Tree {
         self.serve_root.join(repo.as_str())
     }
 
-    /// Puts `manifest` live. `previous` are the current and retained
-    /// snapshots (for the O(changed) diff and the carried-over repodata).
-    pub fn install(&self, signed: &SignedManifest, manifest: &Manifest) -> Result<(), SwapError> {
+    /// Puts `snapshot` live, diffing against the current snapshot (only
+    /// what changed is touched) and carrying over the repodata files of the
+    /// snapshots still inside `retain_for`.
+    pub fn install(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
+        let manifest = &snapshot.manifest;
         let repo = &manifest.repo;
         let repo_dir = self.repo_dir(repo);
         fs::create_dir_all(&repo_dir).map_err(io_err("create", &repo_dir))?;
@@ -97,7 +92,7 @@ impl Tree {
         // 1. Packages, skipping those already live with the same content.
         let live: HashMap<&str, Sha256Digest> = current
             .iter()
-            .flat_map(|c| c.manifest.entries.iter())
+            .flat_map(|c| c.snapshot.manifest.entries.iter())
             .map(|e| (e.path.as_str(), e.sha256))
             .collect();
         let mut touched_dirs = BTreeSet::new();
@@ -137,7 +132,13 @@ impl Tree {
         // there is none); older ones only while still inside theirs.
         let replaced = current.iter().filter(|_| !self.retain_for.is_zero());
         for old in replaced.chain(kept.iter()) {
-            for e in old.manifest.entries.iter().filter(|e| e.is_repodata()) {
+            for e in old
+                .snapshot
+                .manifest
+                .entries
+                .iter()
+                .filter(|e| e.is_repodata())
+            {
                 let name = e.path.file_name();
                 // repomd.xml and its signature are per-version; never carry them.
                 if name.starts_with("repomd.xml") || !names.insert(name.to_owned()) {
@@ -154,7 +155,7 @@ impl Tree {
 
         // 3–5. Stage, flip, promote.
         stage("swap::before_stage");
-        self.state.stage(signed, repo)?;
+        self.state.stage(snapshot)?;
         stage("swap::before_flip");
         self.flip(&repo_dir, manifest.version)?;
         stage("swap::after_flip");
@@ -222,7 +223,7 @@ impl Tree {
     /// the [`Tree::recover`] that the next start runs.
     pub fn live(&self, repo: &RepoName) -> Result<Option<Installed>, SwapError> {
         if let Some(staged) = self.state.staged(repo)?
-            && self.live_version(repo) == Some(staged.manifest.version)
+            && self.live_version(repo) == Some(staged.version())
         {
             return Ok(Some(staged));
         }
@@ -232,11 +233,11 @@ impl Tree {
     /// Finishes or undoes an interrupted swap (run at start-up, per repo).
     pub fn recover(&self, repo: &RepoName) -> Result<(), SwapError> {
         if let Some(staged) = self.state.staged(repo)? {
-            if self.live_version(repo) == Some(staged.manifest.version) {
-                tracing::info!(%repo, version = staged.manifest.version, "finishing a swap interrupted after the flip");
+            if self.live_version(repo) == Some(staged.version()) {
+                tracing::info!(%repo, version = staged.version(), "finishing a swap interrupted after the flip");
                 self.state.promote(repo)?;
             } else {
-                tracing::info!(%repo, version = staged.manifest.version, "dropping a swap interrupted before the flip");
+                tracing::info!(%repo, version = staged.version(), "dropping a swap interrupted before the flip");
                 self.state.unstage(repo)?;
             }
         }
@@ -259,20 +260,20 @@ impl Tree {
         let live: Vec<&Installed> = std::iter::once(&current).chain(kept.iter()).collect();
         let kept_paths: HashSet<&str> = live
             .iter()
-            .flat_map(|i| i.manifest.entries.iter())
+            .flat_map(|i| i.snapshot.manifest.entries.iter())
             .map(|e| e.path.as_str())
             .collect();
         let kept_blobs: HashSet<Sha256Digest> = live
             .iter()
-            .flat_map(|i| i.manifest.entries.iter())
+            .flat_map(|i| i.snapshot.manifest.entries.iter())
             .map(|e| e.sha256)
             .collect();
-        let kept_versions: HashSet<u64> = live.iter().map(|i| i.manifest.version).collect();
+        let kept_versions: HashSet<u64> = live.iter().map(|i| i.version()).collect();
         let repo_dir = self.repo_dir(repo);
         let mut removed = 0;
         stage("gc::start");
         for old in &expired {
-            for e in &old.manifest.entries {
+            for e in &old.snapshot.manifest.entries {
                 if !e.is_repodata() && !kept_paths.contains(e.path.as_str()) {
                     let path = repo_dir.join(e.path.as_str());
                     if fs::remove_file(&path).is_ok() {
@@ -288,7 +289,7 @@ impl Tree {
                 }
             }
             stage("gc::removed_snapshot_files");
-            self.state.forget(repo, old.manifest.version)?;
+            self.state.forget(repo, old.version())?;
         }
         let versions = repo_dir.join(VERSIONS_DIR);
         if let Ok(dirs) = fs::read_dir(&versions) {
@@ -311,7 +312,7 @@ impl Tree {
 mod tests {
     use super::*;
     use hotpush_shared::Limits;
-    use hotpush_shared::manifest::Entry;
+    use hotpush_shared::manifest::{Entry, Manifest};
     use hotpush_shared::relpath::RelPath;
     use hotpush_shared::sign::SigningKey;
 
@@ -336,7 +337,7 @@ mod tests {
         }
     }
 
-    fn snapshot(f: &Fixture, version: u64, files: &[(&str, &str)]) -> (SignedManifest, Manifest) {
+    fn snapshot(f: &Fixture, version: u64, files: &[(&str, &str)]) -> Snapshot {
         let mut entries: Vec<Entry> = files
             .iter()
             .map(|(p, body)| {
@@ -356,7 +357,7 @@ mod tests {
             expires_unix: i64::MAX,
             entries,
         };
-        (f.key.sign(m.encode()), m)
+        Snapshot::new(f.key.sign(m.encode()), m)
     }
 
     fn read(f: &Fixture, path: &str) -> Option<String> {
@@ -367,7 +368,7 @@ mod tests {
     fn swap_keeps_old_repodata_and_packages_reachable_until_gc() {
         let f = fixture(Duration::from_secs(3600));
         let repo = RepoName::new("r/x86_64").unwrap();
-        let (s1, m1) = snapshot(
+        let s1 = snapshot(
             &f,
             1,
             &[
@@ -376,11 +377,11 @@ mod tests {
                 ("Packages/a.rpm", "a"),
             ],
         );
-        f.tree.install(&s1, &m1).unwrap();
+        f.tree.install(&s1).unwrap();
         assert_eq!(read(&f, "repodata/repomd.xml").as_deref(), Some("v1"));
         assert_eq!(f.tree.live_version(&repo), Some(1));
 
-        let (s2, m2) = snapshot(
+        let s2 = snapshot(
             &f,
             2,
             &[
@@ -389,21 +390,12 @@ mod tests {
                 ("Packages/b.rpm", "b"),
             ],
         );
-        f.tree.install(&s2, &m2).unwrap();
+        f.tree.install(&s2).unwrap();
         assert_eq!(read(&f, "repodata/repomd.xml").as_deref(), Some("v2"));
         // A client that read v1's repomd.xml still finds what it names.
         assert_eq!(read(&f, "repodata/a-primary.xml.gz").as_deref(), Some("p1"));
         assert_eq!(read(&f, "Packages/a.rpm").as_deref(), Some("a"));
-        assert_eq!(
-            f.tree
-                .state
-                .current(&repo)
-                .unwrap()
-                .unwrap()
-                .manifest
-                .version,
-            2
-        );
+        assert_eq!(f.tree.state.current(&repo).unwrap().unwrap().version(), 2);
         assert_eq!(
             f.tree.collect_garbage(&repo).unwrap(),
             0,
@@ -420,7 +412,7 @@ mod tests {
     fn gc_after_window_removes_old_files_only() {
         let f = fixture(Duration::ZERO);
         let repo = RepoName::new("r/x86_64").unwrap();
-        let (s1, m1) = snapshot(
+        let s1 = snapshot(
             &f,
             1,
             &[
@@ -429,19 +421,20 @@ mod tests {
                 ("Packages/keep.rpm", "k"),
             ],
         );
-        f.tree.install(&s1, &m1).unwrap();
-        let (s2, m2) = snapshot(
+        f.tree.install(&s1).unwrap();
+        let s2 = snapshot(
             &f,
             2,
             &[("repodata/repomd.xml", "v2"), ("Packages/keep.rpm", "k")],
         );
-        f.tree.install(&s2, &m2).unwrap();
+        f.tree.install(&s2).unwrap();
         f.tree.collect_garbage(&repo).unwrap();
         assert_eq!(read(&f, "Packages/a.rpm"), None);
         assert_eq!(read(&f, "Packages/keep.rpm").as_deref(), Some("k"));
         assert!(
             !f.tree.store.has(
-                &m1.entries
+                &s1.manifest
+                    .entries
                     .iter()
                     .find(|e| e.path.as_str() == "Packages/a.rpm")
                     .unwrap()
@@ -455,39 +448,20 @@ mod tests {
     fn recover_finishes_or_drops_an_interrupted_swap() {
         let f = fixture(Duration::from_secs(3600));
         let repo = RepoName::new("r/x86_64").unwrap();
-        let (s1, m1) = snapshot(&f, 1, &[("repodata/repomd.xml", "v1")]);
-        f.tree.install(&s1, &m1).unwrap();
+        let s1 = snapshot(&f, 1, &[("repodata/repomd.xml", "v1")]);
+        f.tree.install(&s1).unwrap();
         // Crash after staging, before the flip: v1 stays.
-        let (s2, m2) = snapshot(&f, 2, &[("repodata/repomd.xml", "v2")]);
-        f.tree.state.stage(&s2, &repo).unwrap();
+        let s2 = snapshot(&f, 2, &[("repodata/repomd.xml", "v2")]);
+        f.tree.state.stage(&s2).unwrap();
         f.tree.recover(&repo).unwrap();
-        assert_eq!(
-            f.tree
-                .state
-                .current(&repo)
-                .unwrap()
-                .unwrap()
-                .manifest
-                .version,
-            1
-        );
+        assert_eq!(f.tree.state.current(&repo).unwrap().unwrap().version(), 1);
         assert!(f.tree.state.staged(&repo).unwrap().is_none());
         // Crash after the flip, before promotion: v2 becomes current.
-        f.tree.state.stage(&s2, &repo).unwrap();
+        f.tree.state.stage(&s2).unwrap();
         f.tree.flip(&f.tree.repo_dir(&repo), 1).unwrap();
         fs::create_dir_all(f.tree.repo_dir(&repo).join(".repodata/2")).unwrap();
         f.tree.flip(&f.tree.repo_dir(&repo), 2).unwrap();
         f.tree.recover(&repo).unwrap();
-        assert_eq!(
-            f.tree
-                .state
-                .current(&repo)
-                .unwrap()
-                .unwrap()
-                .manifest
-                .version,
-            2
-        );
-        let _ = m2;
+        assert_eq!(f.tree.state.current(&repo).unwrap().unwrap().version(), 2);
     }
 }

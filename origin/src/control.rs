@@ -1,7 +1,10 @@
-//! The Control service (what `hotpush-origin publish` and `status` talk to)
-//! over the local Unix socket: file permissions decide who may publish, and
-//! the caller's uid, read from the socket, is what the audit log records.
+//! The Control service (what `hotpush-origin publish` and `status` talk
+//! to), over the local Unix socket, where file permissions decide who may
+//! publish and the caller's uid is what the audit log records, or over
+//! mutual TLS for pinned remote publishers. A thin edge: requests become
+//! calls to [`crate::publish`], push events become wire events.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,12 +14,17 @@ use futures_util::Stream;
 use hotpush_proto as pb;
 use hotpush_proto::publish_event::Event as Ev;
 use hotpush_shared::manifest::RepoName;
+use hotpush_shared::push::{Event, EventKind};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::origin::{EventKind, Origin};
-use crate::publish::{PublishError, publish, resign_latest};
+use crate::origin::Origin;
+use crate::publish::{Publication, PublishError, publish, resign_latest};
+use crate::status::Report;
+
+/// Events queued for one `publish` client; a slow client only slows its own stream.
+const CLIENT_QUEUE: usize = 64;
 
 /// The Control gRPC service.
 pub struct ControlService {
@@ -66,6 +74,56 @@ fn to_status(e: PublishError) -> Status {
     }
 }
 
+/// The first event of a publish stream: what was published, to whom.
+fn published(p: &Publication, agents: Vec<String>) -> pb::PublishEvent {
+    let m = &p.snapshot.manifest;
+    pb::PublishEvent {
+        event: Some(Ev::Published(pb::Published {
+            repo: m.repo.to_string(),
+            version: m.version,
+            manifest_digest: Bytes::copy_from_slice(&p.snapshot.digest.0),
+            entries: m.entries.len() as u64,
+            total_bytes: m.total_bytes(),
+            unreferenced_files: p.unreferenced.len() as u64,
+            agents,
+            new_blobs: p.new_blobs as u64,
+            unchanged: p.unchanged,
+        })),
+    }
+}
+
+/// A push event as the wire's publish event.
+fn to_wire(ev: Event) -> Ev {
+    let agent = ev.target.to_string();
+    match ev.kind {
+        EventKind::Progress {
+            phase,
+            bytes_sent,
+            bytes_wanted,
+        } => Ev::Progress(pb::AgentProgress {
+            agent,
+            phase: pb::PushPhase::from(phase) as i32,
+            bytes_sent,
+            bytes_wanted,
+        }),
+        EventKind::Acked {
+            elapsed,
+            bytes_sent,
+            ..
+        } => Ev::Acked(pb::AgentAcked {
+            agent,
+            version: ev.version,
+            elapsed_ms: elapsed.as_millis() as u64,
+            bytes_sent,
+        }),
+        EventKind::Failed { reason, will_retry } => Ev::Failed(pb::AgentFailed {
+            agent,
+            reason,
+            will_retry,
+        }),
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PublishEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -109,35 +167,21 @@ impl pb::control_server::Control for ControlService {
                 return Err(to_status(e));
             }
         };
-        let version = publication.record.version;
-        self.origin.announce(repo.as_str(), version);
+        let version = publication.snapshot.version();
         let agents: Vec<String> = self
             .origin
             .db
             .agents()
             .map_err(|e| Status::internal(e.to_string()))?
             .into_iter()
-            .filter(|a| a.carries(repo.as_str()))
-            .map(|a| a.name)
+            .filter(|a| a.carries(&repo))
+            .map(|a| a.name().to_string())
             .collect();
-        let first = pb::PublishEvent {
-            event: Some(Ev::Published(pb::Published {
-                repo: repo.to_string(),
-                version,
-                manifest_digest: Bytes::copy_from_slice(&publication.record.manifest_digest.0),
-                entries: publication.manifest.entries.len() as u64,
-                total_bytes: publication.manifest.total_bytes(),
-                unreferenced_files: publication.unreferenced.len() as u64,
-                agents: agents.clone(),
-                new_blobs: publication.new_blobs as u64,
-                unchanged: publication.unchanged,
-            })),
-        };
-        let (tx, rx) = mpsc::channel(64);
-        let _ = tx.send(Ok(first)).await;
-        let mut latest = self.origin.watch_latest(repo.as_str());
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        let _ = tx.send(Ok(published(&publication, agents.clone()))).await;
+        let mut latest = self.origin.announcements.watch(&repo);
         tokio::spawn(async move {
-            let mut waiting: std::collections::HashSet<String> = agents.into_iter().collect();
+            let mut waiting: HashSet<String> = agents.into_iter().collect();
             while !waiting.is_empty() {
                 let received = tokio::select! {
                     ev = events.recv() => ev,
@@ -157,44 +201,15 @@ impl pb::control_server::Control for ControlService {
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if ev.repo != repo.as_str() || ev.version != version || !waiting.contains(&ev.agent)
+                if ev.repo != repo || ev.version != version || !waiting.contains(ev.target.as_str())
                 {
                     continue;
                 }
-                let event = match ev.kind {
-                    EventKind::Progress {
-                        phase,
-                        bytes_sent,
-                        bytes_wanted,
-                    } => Ev::Progress(pb::AgentProgress {
-                        agent: ev.agent,
-                        phase: phase.into(),
-                        bytes_sent,
-                        bytes_wanted,
-                    }),
-                    EventKind::Acked {
-                        elapsed_ms,
-                        bytes_sent,
-                    } => {
-                        waiting.remove(&ev.agent);
-                        Ev::Acked(pb::AgentAcked {
-                            agent: ev.agent,
-                            version,
-                            elapsed_ms,
-                            bytes_sent,
-                        })
-                    }
-                    EventKind::Failed { reason, will_retry } => Ev::Failed(pb::AgentFailed {
-                        agent: ev.agent,
-                        reason,
-                        will_retry,
-                    }),
-                };
-                if tx
-                    .send(Ok(pb::PublishEvent { event: Some(event) }))
-                    .await
-                    .is_err()
-                {
+                if matches!(ev.kind, EventKind::Acked { .. }) {
+                    waiting.remove(ev.target.as_str());
+                }
+                let event = Some(to_wire(ev));
+                if tx.send(Ok(pb::PublishEvent { event })).await.is_err() {
                     break; // the caller hung up
                 }
             }
@@ -206,8 +221,14 @@ impl pb::control_server::Control for ControlService {
         &self,
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::OriginStatus>, Status> {
-        crate::status::collect(&self.origin)
-            .map(Response::new)
-            .map_err(|e| Status::internal(e.to_string()))
+        let origin = self.origin.clone();
+        let report = tokio::task::spawn_blocking(move || Report::collect(&origin))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let report_json = serde_json::to_vec(&report)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into();
+        Ok(Response::new(pb::OriginStatus { report_json }))
     }
 }

@@ -6,10 +6,17 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use hotpush_shared::Limits;
 use hotpush_shared::Sha256Digest;
+use hotpush_shared::clock::now_unix;
+use hotpush_shared::identity::PeerId;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::name::AgentName;
+use hotpush_shared::push::Target;
 use hotpush_shared::repo::{FileKey, HashCache};
+use hotpush_shared::snapshot::{Snapshot, SnapshotError};
+use hotpush_shared::url::PublicUrl;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Why the database refused.
@@ -23,6 +30,12 @@ pub enum DbError {
     NoSuchAgent(String),
     #[error("an agent named {0:?} already exists")]
     AgentExists(String),
+    #[error("stored {what} {value:?} is invalid: {why}")]
+    Corrupt {
+        what: &'static str,
+        value: String,
+        why: String,
+    },
 }
 
 const SCHEMA: &str = r#"
@@ -75,26 +88,23 @@ CREATE TABLE IF NOT EXISTS hash_cache (
 );
 "#;
 
-/// A partner agent as registered with `hotpush-origin agent add`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A partner agent as registered with `hotpush-origin agent add`: where
+/// to push ([`Target`]) and its share of client traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AgentRecord {
-    pub name: String,
-    /// `https://host:port` of its push listener.
-    pub endpoint: String,
-    /// Pinned TLS id.
-    pub peer_id: String,
-    /// Base URL under which clients reach its served tree.
-    pub public_url: String,
+    pub target: Target,
     /// Relative share of client traffic (partner capacity).
     pub weight: u32,
-    /// Repos it carries; empty means all.
-    pub repos: Vec<String>,
 }
 
 impl AgentRecord {
+    pub fn name(&self) -> &AgentName {
+        &self.target.name
+    }
+
     /// True when the agent carries `repo`.
-    pub fn carries(&self, repo: &str) -> bool {
-        self.repos.is_empty() || self.repos.iter().any(|r| r == repo)
+    pub fn carries(&self, repo: &RepoName) -> bool {
+        self.target.carries(repo)
     }
 }
 
@@ -107,6 +117,13 @@ pub struct VersionRecord {
     pub signed: Vec<u8>,
     pub repomd_timestamp: u64,
     pub created_unix: i64,
+}
+
+impl VersionRecord {
+    /// The stored signed manifest, decoded: the one place the origin does it.
+    pub fn snapshot(&self, limits: &Limits) -> Result<Snapshot, SnapshotError> {
+        Snapshot::decode(&self.signed, limits)
+    }
 }
 
 /// An agent's latest ack for a repo.
@@ -135,12 +152,12 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
-/// Seconds since the epoch.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+fn corrupt(what: &'static str, value: &str, why: impl ToString) -> DbError {
+    DbError::Corrupt {
+        what,
+        value: value.to_owned(),
+        why: why.to_string(),
+    }
 }
 
 fn digest_col(bytes: Vec<u8>) -> Result<Sha256Digest, rusqlite::Error> {
@@ -175,16 +192,20 @@ impl Db {
     pub fn add_agent(&self, a: &AgentRecord) -> Result<(), DbError> {
         let conn = self.lock()?;
         let exists: Option<String> = conn
-            .query_row("SELECT name FROM agents WHERE name = ?1", [&a.name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT name FROM agents WHERE name = ?1",
+                [a.name().as_str()],
+                |r| r.get(0),
+            )
             .optional()?;
         if exists.is_some() {
-            return Err(DbError::AgentExists(a.name.clone()));
+            return Err(DbError::AgentExists(a.name().to_string()));
         }
+        let t = &a.target;
+        let repos: Vec<&str> = t.repos.iter().map(RepoName::as_str).collect();
         conn.execute(
             "INSERT INTO agents (name, endpoint, peer_id, public_url, weight, repos, added_unix) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![a.name, a.endpoint, a.peer_id, a.public_url, a.weight, a.repos.join(" "), now_unix()],
+            params![t.name.as_str(), t.endpoint, t.peer_id.to_string(), t.public_url.as_str(), a.weight, repos.join(" "), now_unix()],
         )?;
         Ok(())
     }
@@ -206,17 +227,37 @@ impl Db {
             "SELECT name, endpoint, peer_id, public_url, weight, repos FROM agents ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
-            let repos: String = r.get(5)?;
-            Ok(AgentRecord {
-                name: r.get(0)?,
-                endpoint: r.get(1)?,
-                peer_id: r.get(2)?,
-                public_url: r.get(3)?,
-                weight: r.get(4)?,
-                repos: repos.split_whitespace().map(str::to_owned).collect(),
-            })
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, String>(5)?,
+            ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut agents = Vec::new();
+        for row in rows {
+            let (name, endpoint, peer_id, public_url, weight, repos) = row?;
+            let repos = repos
+                .split_whitespace()
+                .map(|r| RepoName::new(r).map_err(|e| corrupt("repo", r, e)))
+                .collect::<Result<_, _>>()?;
+            agents.push(AgentRecord {
+                target: Target {
+                    name: AgentName::new(&name).map_err(|e| corrupt("agent name", &name, e))?,
+                    endpoint,
+                    peer_id: peer_id
+                        .parse::<PeerId>()
+                        .map_err(|e| corrupt("agent id", &peer_id, e))?,
+                    public_url: PublicUrl::parse(&public_url)
+                        .map_err(|e| corrupt("public URL", &public_url, e))?,
+                    repos,
+                },
+                weight,
+            });
+        }
+        Ok(agents)
     }
 
     /// Stores a new version with the next number, in one transaction with
@@ -287,11 +328,15 @@ impl Db {
     }
 
     /// Every repo that has at least one version.
-    pub fn repos(&self) -> Result<Vec<String>, DbError> {
+    pub fn repos(&self) -> Result<Vec<RepoName>, DbError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare("SELECT DISTINCT repo FROM versions ORDER BY repo")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| {
+            let name = r?;
+            RepoName::new(&name).map_err(|e| corrupt("repo", &name, e))
+        })
+        .collect()
     }
 
     /// Records that `agent` serves `version` of `repo`. An ack never moves
@@ -451,17 +496,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
         let a = AgentRecord {
-            name: "m1".into(),
-            endpoint: "https://[::1]:7443".into(),
-            peer_id: "ab".repeat(32),
-            public_url: "http://[::1]:8081/".into(),
+            target: Target {
+                name: AgentName::new("m1").unwrap(),
+                endpoint: "https://[::1]:7443".into(),
+                peer_id: "ab".repeat(32).parse().unwrap(),
+                public_url: PublicUrl::parse("http://[::1]:8081/").unwrap(),
+                repos: vec![],
+            },
             weight: 100,
-            repos: vec![],
         };
         db.add_agent(&a).unwrap();
         assert!(matches!(db.add_agent(&a), Err(DbError::AgentExists(_))));
         assert_eq!(db.agents().unwrap(), vec![a.clone()]);
-        assert!(a.carries("anything"));
+        assert!(a.carries(&RepoName::new("anything").unwrap()));
         db.remove_agent("m1").unwrap();
         assert!(matches!(
             db.remove_agent("m1"),

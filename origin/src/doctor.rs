@@ -8,8 +8,14 @@ use hotpush_proto as pb;
 use hotpush_shared::identity::Identity;
 use hotpush_shared::sign::SigningKey;
 
+use hotpush_shared::clock::now_unix;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::push::reconciler::connect;
+use hotpush_shared::transport::{describe_status, explain_connect_error};
+use hotpush_shared::url::MetalinkQuery;
+
 use crate::config::Config;
-use crate::db::{Db, now_unix};
+use crate::db::{AgentRecord, Db};
 
 /// Clock difference above which manifests may look expired or not yet valid.
 const MAX_CLOCK_SKEW_SECS: i64 = 60;
@@ -122,13 +128,10 @@ pub async fn examine(config: &Config, metalink_base: Option<String>) -> Vec<Find
     out
 }
 
-async fn check_agent(
-    identity: &Identity,
-    agent: &crate::db::AgentRecord,
-    repos: &[String],
-) -> Vec<Finding> {
-    let name = &agent.name;
-    let channel = match crate::reconcile::connect(identity, agent) {
+async fn check_agent(identity: &Identity, agent: &AgentRecord, repos: &[RepoName]) -> Vec<Finding> {
+    let name = agent.name();
+    let endpoint = &agent.target.endpoint;
+    let channel = match connect(identity, &agent.target) {
         Ok(c) => c,
         Err(e) => return vec![fail(format!("agent {name}: bad record: {e}"))],
     };
@@ -138,13 +141,12 @@ async fn check_agent(
     let s = match status {
         Err(_) => {
             return vec![fail(format!(
-                "agent {name} ({}): no answer in 10 s",
-                agent.endpoint
+                "agent {name} ({endpoint}): no answer in 10 s"
             ))];
         }
         Ok(Err(e)) => {
-            let why = crate::pusher::explain_connect_error(crate::pusher::describe_status(&e));
-            return vec![fail(format!("agent {name} ({}): {why}", agent.endpoint))];
+            let why = explain_connect_error(describe_status(&e));
+            return vec![fail(format!("agent {name} ({endpoint}): {why}"))];
         }
         Ok(Ok(r)) => r.into_inner(),
     };
@@ -174,9 +176,8 @@ async fn check_agent(
     out
 }
 
-async fn check_metalink(base: &str, repo: &str) -> Finding {
-    let (name, arch) = repo.rsplit_once('/').unwrap_or((repo, ""));
-    let url = format!("{base}/metalink?repo={name}&arch={arch}");
+async fn check_metalink(base: &str, repo: &RepoName) -> Finding {
+    let url = MetalinkQuery::new(repo.clone()).url(base);
     let fetched = async {
         let http = crate::drill::client().map_err(|e| e.to_string())?;
         let body = http

@@ -1,4 +1,5 @@
-//! Which version the metalink points at, and the document itself (DESIGN §7).
+//! Which version the metalink points at, and the document itself (DESIGN §7,
+//! docs/PROTOCOL.md "The metalink").
 //!
 //! The metalink lists only agents that acked the version it names, so dnf is
 //! never sent to a mirror that lacks the fix. It moves to a new version once
@@ -9,9 +10,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use hotpush_shared::manifest::Manifest;
+use hotpush_shared::clock::now_unix;
+use hotpush_shared::manifest::RepoName;
 use hotpush_shared::metalink::{FileDescription, Mirror, write_metalink};
-use hotpush_shared::sign::SignedManifest;
 use rand::RngExt;
 
 use crate::db::{AckRecord, AgentRecord, DbError, VersionRecord};
@@ -36,16 +37,16 @@ struct RepoView {
 }
 
 impl RepoView {
-    fn load(origin: &Origin, repo: &str) -> Result<Self, DbError> {
+    fn load(origin: &Origin, repo: &RepoName) -> Result<Self, DbError> {
         Ok(Self {
-            versions: origin.db.versions(repo, LOOKBACK)?,
+            versions: origin.db.versions(repo.as_str(), LOOKBACK)?,
             agents: origin
                 .db
                 .agents()?
                 .into_iter()
                 .filter(|a| a.carries(repo))
                 .collect(),
-            acks: origin.db.acks(repo)?,
+            acks: origin.db.acks(repo.as_str())?,
         })
     }
 
@@ -55,7 +56,7 @@ impl RepoView {
             .iter()
             .filter(|a| {
                 self.acks.iter().any(|k| {
-                    k.agent == a.name
+                    k.agent == a.name().as_str()
                         && k.version == version.version
                         && k.manifest_digest == version.manifest_digest
                         && k.public_verified
@@ -79,7 +80,7 @@ impl RepoView {
 
 /// The newest version acked by at least `min_acks` agents whose public URL
 /// was seen serving it.
-pub fn current_version(origin: &Origin, repo: &str) -> Result<Option<Current>, DbError> {
+pub fn current_version(origin: &Origin, repo: &RepoName) -> Result<Option<Current>, DbError> {
     Ok(RepoView::load(origin, repo)?.current(origin.config.min_acks))
 }
 
@@ -101,9 +102,9 @@ pub fn weighted_order(mut mirrors: Vec<AgentRecord>, rng: &mut impl rand::Rng) -
 #[derive(Debug, thiserror::Error)]
 pub enum MetalinkError {
     #[error("repo {0} is not published here")]
-    UnknownRepo(String),
+    UnknownRepo(RepoName),
     #[error("no mirror serves {repo} yet: waiting for {min_acks} agent(s) to ack")]
-    NoMirrors { repo: String, min_acks: usize },
+    NoMirrors { repo: RepoName, min_acks: usize },
     #[error("stored snapshot of {0} is unreadable: {1}")]
     Corrupt(String, String),
     #[error(transparent)]
@@ -121,10 +122,10 @@ impl DescriptionCache {
             return Ok(d.clone());
         }
         let corrupt = |e: String| MetalinkError::Corrupt(v.repo.clone(), e);
-        let signed = SignedManifest::from_bytes(&v.signed).map_err(|e| corrupt(e.to_string()))?;
-        let manifest = Manifest::decode(&signed.manifest_bytes, &origin.config.limits)
+        let snapshot = v
+            .snapshot(&origin.config.limits)
             .map_err(|e| corrupt(e.to_string()))?;
-        let entry = manifest
+        let entry = snapshot
             .repomd()
             .ok_or_else(|| corrupt("no repomd.xml".into()))?;
         let bytes =
@@ -148,21 +149,21 @@ pub struct Rendered {
 pub fn render(
     origin: &Origin,
     cache: &DescriptionCache,
-    repo: &str,
+    repo: &RepoName,
 ) -> Result<Rendered, MetalinkError> {
     let view = RepoView::load(origin, repo)?;
     if view.versions.is_empty() {
-        return Err(MetalinkError::UnknownRepo(repo.to_owned()));
+        return Err(MetalinkError::UnknownRepo(repo.clone()));
     }
     let current = view
         .current(origin.config.min_acks)
         .ok_or_else(|| MetalinkError::NoMirrors {
-            repo: repo.to_owned(),
+            repo: repo.clone(),
             min_acks: origin.config.min_acks,
         })?;
     let description = cache.get(origin, &current.version)?;
     let (alternates, lagging) = grace_alternates(origin, cache, &view, &current)?;
-    let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name.as_str()).collect();
+    let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name().as_str()).collect();
     names.sort_unstable();
     let etag = format!(
         "W/\"{}-{}\"",
@@ -177,13 +178,13 @@ pub fn render(
         .into_iter()
         .chain(weighted_order(lagging, &mut rng))
         .map(|a| Mirror {
-            base_url: join_url(&a.public_url, repo),
+            base_url: a.target.public_url.repo_base(repo),
             location: String::new(),
         })
         .collect();
     if let Some(fallback) = &origin.config.fallback_url {
         mirrors.push(Mirror {
-            base_url: fallback.replace("{repo}", repo),
+            base_url: fallback.replace("{repo}", repo.as_str()),
             location: String::new(),
         });
     }
@@ -203,7 +204,7 @@ fn grace_alternates(
     if grace == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    let now = crate::db::now_unix();
+    let now = now_unix();
     let mut alternates = Vec::new();
     let mut lagging = Vec::new();
     // Each older version is acceptable until grace after its successor appeared.
@@ -218,24 +219,23 @@ fn grace_alternates(
     Ok((alternates, lagging))
 }
 
-/// `http://host/base/` + `f41/x86_64` → `http://host/base/f41/x86_64/`.
-pub fn join_url(base: &str, repo: &str) -> String {
-    format!("{}/{}/", base.trim_end_matches('/'), repo)
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
     use rand::SeedableRng;
 
     fn agent(name: &str, weight: u32) -> AgentRecord {
         AgentRecord {
-            name: name.into(),
-            endpoint: String::new(),
-            peer_id: String::new(),
-            public_url: format!("http://{name}/"),
+            target: hotpush_shared::push::Target {
+                name: hotpush_shared::name::AgentName::new(name).unwrap(),
+                endpoint: String::new(),
+                peer_id: "ab".repeat(32).parse().unwrap(),
+                public_url: hotpush_shared::url::PublicUrl::parse(&format!("http://{name}/"))
+                    .unwrap(),
+                repos: vec![],
+            },
             weight,
-            repos: vec![],
         }
     }
 
@@ -246,18 +246,9 @@ mod tests {
         for _ in 0..4000 {
             let order = weighted_order(vec![agent("big", 300), agent("small", 100)], &mut rng);
             assert_eq!(order.len(), 2);
-            *first.entry(order[0].name.clone()).or_insert(0) += 1;
+            *first.entry(order[0].name().to_string()).or_insert(0) += 1;
         }
         let big = f64::from(first["big"]) / 4000.0;
         assert!((0.70..0.80).contains(&big), "big first {big}");
-    }
-
-    #[test]
-    fn urls_join_cleanly() {
-        assert_eq!(
-            join_url("http://[::1]:8081", "f41/x86_64"),
-            "http://[::1]:8081/f41/x86_64/"
-        );
-        assert_eq!(join_url("http://m/pub/", "r"), "http://m/pub/r/");
     }
 }

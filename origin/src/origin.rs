@@ -1,49 +1,35 @@
-//! The origin daemon's shared state and its progress events.
+//! The origin's shared state: what the reconcilers, the control service
+//! and the HTTP server all read, and the progress events they publish.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use hotpush_shared::identity::PeerId;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::name::AgentName;
+use hotpush_shared::push::{Announcements, Event, EventKind, Phase};
 use hotpush_shared::sign::SigningKey;
+use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::BlobStore;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, DbError};
+use crate::metrics::Metrics;
 
-/// What happened to one push, as shown live by `publish`.
-#[derive(Clone, Debug)]
-pub struct Event {
-    pub agent: String,
-    pub repo: String,
-    pub version: u64,
-    pub kind: EventKind,
-}
+/// Progress events kept for subscribers that fall behind; a `publish`
+/// client that lags this far skips events, it does not block pushes.
+const EVENT_BACKLOG: usize = 1024;
 
-/// The stages of a push as the operator sees them.
-#[derive(Clone, Debug)]
-pub enum EventKind {
-    Progress {
-        phase: &'static str,
-        bytes_sent: u64,
-        bytes_wanted: u64,
-    },
-    Acked {
-        elapsed_ms: u64,
-        bytes_sent: u64,
-    },
-    Failed {
-        reason: String,
-        will_retry: bool,
-    },
-}
-
-/// Last known state of one agent × repo, for `status`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+/// The last known push state of one agent × repo, for `status`.
+#[derive(Clone, Debug, Default)]
 pub struct PushState {
+    /// The version being pushed, the phase and bytes so far.
+    pub pushing: Option<(u64, Phase, u64, u64)>,
+    /// The last failure, cleared by an ack.
     pub last_error: Option<String>,
-    pub bytes_sent_total: u64,
-    pub pushes_ok: u64,
-    pub pushes_failed: u64,
+    /// The last completed push: version, bytes sent, milliseconds.
+    pub last_push: Option<(u64, u64, u64)>,
 }
 
 /// Shared by the reconcilers, the control service and the HTTP server.
@@ -52,15 +38,16 @@ pub struct Origin {
     pub db: Db,
     pub store: BlobStore,
     pub key: SigningKey,
-    pub origin_id: String,
-    /// Progress of every push; subscribers that fall behind skip events.
+    pub origin_id: PeerId,
+    /// Progress of every push, for `publish` clients.
     pub events: broadcast::Sender<Event>,
-    /// Newest version per repo; reconcilers wake on change.
-    latest: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// Per agent, per repo.
-    pub push_state: Mutex<HashMap<(String, String), PushState>>,
-    /// Wakes the supervisor when a repo or agent may have appeared.
-    pub rescan: tokio::sync::Notify,
+    /// New versions and roster changes, for the reconcilers.
+    pub(crate) announcements: Announcements,
+    /// Per agent × repo.
+    push_state: Mutex<HashMap<(AgentName, RepoName), PushState>>,
+    /// The newest snapshot of each repo, decoded once.
+    latest: Mutex<HashMap<RepoName, Arc<Snapshot>>>,
+    pub metrics: Metrics,
 }
 
 impl Origin {
@@ -70,9 +57,9 @@ impl Origin {
         db: Db,
         store: BlobStore,
         key: SigningKey,
-        origin_id: String,
+        origin_id: PeerId,
     ) -> Arc<Self> {
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Arc::new(Self {
             config,
             db,
@@ -80,57 +67,87 @@ impl Origin {
             key,
             origin_id,
             events,
-            latest: Mutex::new(HashMap::new()),
+            announcements: Announcements::default(),
             push_state: Mutex::new(HashMap::new()),
-            rescan: tokio::sync::Notify::new(),
+            latest: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
         })
     }
 
-    /// Watches the newest version of `repo`.
-    pub fn watch_latest(&self, repo: &str) -> watch::Receiver<u64> {
-        let mut map = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(repo.to_owned())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+    /// The newest snapshot of `repo`, decoded once and kept.
+    pub fn latest(&self, repo: &RepoName) -> Result<Option<Arc<Snapshot>>, DbError> {
+        let Some(record) = self.db.latest(repo.as_str())? else {
+            return Ok(None);
+        };
+        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(repo)
+            && s.version() == record.version
+            && s.digest == record.manifest_digest
+        {
+            return Ok(Some(s.clone()));
+        }
+        let snapshot =
+            Arc::new(
+                record
+                    .snapshot(&self.config.limits)
+                    .map_err(|e| DbError::Corrupt {
+                        what: "signed manifest",
+                        value: format!("{repo} v{}", record.version),
+                        why: e.to_string(),
+                    })?,
+            );
+        cache.insert(repo.clone(), snapshot.clone());
+        Ok(Some(snapshot))
     }
 
-    /// Tells the reconcilers of `repo` that `version` exists.
-    pub fn announce(&self, repo: &str, version: u64) {
-        let mut map = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = map
-            .entry(repo.to_owned())
-            .or_insert_with(|| watch::channel(0).0);
-        tx.send_if_modified(|v| {
-            let newer = version > *v;
-            if newer {
-                *v = version;
-            }
-            newer
-        });
-        // A first publish of a new repo needs reconcilers started now.
-        self.rescan.notify_one();
+    /// A new version of `repo` exists: wake its reconcilers.
+    pub fn announce(&self, snapshot: Arc<Snapshot>) {
+        let (repo, version) = (snapshot.repo().clone(), snapshot.version());
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.clone(), snapshot);
+        self.announcements.announce(&repo, version);
     }
 
-    /// Emits an event and updates the per-agent summary.
+    /// The push state of every agent × repo.
+    pub fn push_states(&self) -> HashMap<(AgentName, RepoName), PushState> {
+        self.push_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records an event in the push state and metrics, then tells subscribers.
     pub fn emit(&self, event: Event) {
         {
             let mut states = self.push_state.lock().unwrap_or_else(|p| p.into_inner());
             let s = states
-                .entry((event.agent.clone(), event.repo.clone()))
+                .entry((event.target.clone(), event.repo.clone()))
                 .or_default();
             match &event.kind {
-                EventKind::Acked { bytes_sent, .. } => {
+                EventKind::Progress {
+                    phase,
+                    bytes_sent,
+                    bytes_wanted,
+                } => s.pushing = Some((event.version, *phase, *bytes_sent, *bytes_wanted)),
+                EventKind::Acked {
+                    elapsed,
+                    bytes_sent,
+                    ..
+                } => {
+                    s.pushing = None;
                     s.last_error = None;
-                    s.bytes_sent_total += bytes_sent;
-                    s.pushes_ok += 1;
+                    s.last_push = Some((event.version, *bytes_sent, elapsed.as_millis() as u64));
                 }
                 EventKind::Failed { reason, .. } => {
+                    s.pushing = None;
                     s.last_error = Some(reason.clone());
-                    s.pushes_failed += 1;
                 }
-                EventKind::Progress { .. } => {}
             }
         }
+        self.metrics.observe(&event);
+        // No subscriber is normal: nobody is running `publish` right now.
         let _ = self.events.send(event);
     }
 }

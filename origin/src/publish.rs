@@ -1,16 +1,17 @@
 //! Turning a directory into a signed snapshot: validate → store blobs →
-//! number → sign. Pushing is the reconcilers' job ([`crate::reconcile`]).
+//! number → sign. Pushing it is the reconcilers' job.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use hotpush_shared::manifest::{Entry, Manifest, RepoName};
-use hotpush_shared::relpath::{PathError, RelPath};
+use hotpush_shared::clock::now_unix;
+use hotpush_shared::manifest::{Entry, Manifest, ManifestError, RepoName};
 use hotpush_shared::repo::{RepoError, validate_repo};
+use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::StoreError;
 
-use crate::db::{DbError, VersionRecord, now_unix};
+use crate::db::{DbError, VersionRecord};
 use crate::origin::Origin;
-use hotpush_shared::sign::SignedManifest;
 
 /// Why a publish was refused. Nothing is stored when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -27,14 +28,10 @@ pub enum PublishError {
         expected: String,
         actual: String,
     },
-    #[error("path {0}")]
-    Path(#[from] PathError),
     #[error("manifest refused: {0}")]
-    Manifest(#[from] hotpush_shared::manifest::ManifestError),
+    Manifest(#[from] ManifestError),
     #[error("{0} has never been published: publish it with --from DIR first")]
     NothingPublished(RepoName),
-    #[error("stored snapshot is unreadable: {0}")]
-    Corrupt(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -43,7 +40,7 @@ pub enum PublishError {
 #[derive(Debug)]
 pub struct Publication {
     pub record: VersionRecord,
-    pub manifest: Manifest,
+    pub snapshot: Arc<Snapshot>,
     pub unreferenced: Vec<String>,
     /// Blobs the origin had not stored before.
     pub new_blobs: usize,
@@ -51,8 +48,8 @@ pub struct Publication {
     pub unchanged: bool,
 }
 
-/// Validates `dir` as a yum repo, stores its files, and records a new
-/// signed version of `repo`.
+/// Validates `dir` as a yum repo (every path checked before anything is
+/// stored), stores its files, and records a new signed version of `repo`.
 pub fn publish(
     origin: &Origin,
     repo: &RepoName,
@@ -63,20 +60,19 @@ pub fn publish(
     let validated = validate_repo(dir, limits, &mut origin.db.hash_cache())?;
     let mut new_blobs = 0;
     let mut entries = Vec::with_capacity(validated.files.len());
-    for f in &validated.files {
+    for f in validated.files {
         if !origin.store.has(&f.sha256) {
-            let source = dir.join(&f.path);
-            let (actual, _) =
-                origin
-                    .store
-                    .import_file(&source)
-                    .map_err(|source| PublishError::Store {
-                        path: f.path.clone(),
-                        source,
-                    })?;
+            let path = f.path.to_string();
+            let (actual, _) = origin
+                .store
+                .import_file(&dir.join(f.path.as_str()))
+                .map_err(|source| PublishError::Store {
+                    path: path.clone(),
+                    source,
+                })?;
             if actual != f.sha256 {
                 return Err(PublishError::Changed {
-                    path: f.path.clone(),
+                    path,
                     expected: f.sha256.to_hex(),
                     actual: actual.to_hex(),
                 });
@@ -84,24 +80,24 @@ pub fn publish(
             new_blobs += 1;
         }
         entries.push(Entry {
-            path: RelPath::new(&f.path, limits.max_path_bytes)?,
+            path: f.path,
             size: f.size,
             sha256: f.sha256,
         });
     }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    // validate_repo returns the files sorted by path, as a manifest lists them.
     let repomd_timestamp = validated
         .repomd
         .max_timestamp()
         .unwrap_or(now_unix() as u64);
-    let (record, manifest, unchanged) = sign_version(origin, repo, entries, repomd_timestamp, who)?;
+    let (record, snapshot, unchanged) = sign_version(origin, repo, entries, repomd_timestamp, who)?;
     tracing::info!(
-        repo = %repo, version = record.version, files = manifest.entries.len(), new_blobs,
+        repo = %repo, version = record.version, files = snapshot.manifest.entries.len(), new_blobs,
         unreferenced = validated.unreferenced.len(), who, "published"
     );
     Ok(Publication {
         record,
-        manifest,
+        snapshot,
         unreferenced: validated.unreferenced,
         new_blobs,
         unchanged,
@@ -117,21 +113,23 @@ pub fn resign_latest(
     who: &str,
 ) -> Result<Publication, PublishError> {
     let latest = origin
+        .latest(repo)?
+        .ok_or_else(|| PublishError::NothingPublished(repo.clone()))?;
+    let record = origin
         .db
         .latest(repo.as_str())?
         .ok_or_else(|| PublishError::NothingPublished(repo.clone()))?;
-    let manifest = SignedManifest::from_bytes(&latest.signed)
-        .map_err(|e| PublishError::Corrupt(e.to_string()))
-        .and_then(|s| {
-            Manifest::decode(&s.manifest_bytes, &origin.config.limits)
-                .map_err(|e| PublishError::Corrupt(e.to_string()))
-        })?;
-    let (record, manifest, _) =
-        sign_version(origin, repo, manifest.entries, latest.repomd_timestamp, who)?;
+    let (record, snapshot, _) = sign_version(
+        origin,
+        repo,
+        latest.manifest.entries.clone(),
+        record.repomd_timestamp,
+        who,
+    )?;
     tracing::info!(repo = %repo, version = record.version, who, "re-signed the latest content");
     Ok(Publication {
         record,
-        manifest,
+        snapshot,
         unreferenced: Vec::new(),
         new_blobs: 0,
         unchanged: true,
@@ -146,9 +144,9 @@ fn sign_version(
     entries: Vec<Entry>,
     repomd_timestamp: u64,
     who: &str,
-) -> Result<(VersionRecord, Manifest, bool), PublishError> {
+) -> Result<(VersionRecord, Arc<Snapshot>, bool), PublishError> {
     let limits = &origin.config.limits;
-    let previous = origin.db.latest(repo.as_str())?;
+    let previous = origin.latest(repo)?;
     let created = now_unix();
     let lifetime = origin.config.manifest_lifetime.as_secs() as i64;
     let mut manifest = Manifest {
@@ -158,19 +156,24 @@ fn sign_version(
         expires_unix: created + lifetime,
         entries,
     };
+    let mut signed = None;
     let record = origin
         .db
         .insert_version::<PublishError>(repo.as_str(), who, |version| {
             manifest.version = version;
             manifest.check_entries(limits)?;
-            let signed = origin.key.sign(manifest.encode());
-            Ok((signed.to_bytes(), signed.digest(), repomd_timestamp))
+            let s = origin.key.sign(manifest.encode());
+            let out = (s.to_bytes(), s.digest(), repomd_timestamp);
+            signed = Some(s);
+            Ok(out)
         })??;
-    let unchanged = previous.is_some_and(|p| {
-        SignedManifest::from_bytes(&p.signed)
-            .ok()
-            .and_then(|s| Manifest::decode(&s.manifest_bytes, limits).ok())
-            .is_some_and(|m| m.entries == manifest.entries)
-    });
-    Ok((record, manifest, unchanged))
+    let unchanged = previous.is_some_and(|p| p.manifest.entries == manifest.entries);
+    let signed = signed.ok_or_else(|| DbError::Corrupt {
+        what: "new version",
+        value: repo.to_string(),
+        why: "stored without a signature".into(),
+    })?;
+    let snapshot = Arc::new(Snapshot::new(signed, manifest));
+    origin.announce(snapshot.clone());
+    Ok((record, snapshot, unchanged))
 }

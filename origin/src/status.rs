@@ -1,67 +1,214 @@
-//! The origin's view of every repo and agent, for `status` and `/status`.
+//! The origin's status report: one model of every repo and mirror, rendered
+//! by `hotpush-origin status` (a table, or `--json`), by `GET /status`, and
+//! carried to the CLI by the Control service's Status call.
 
-use bytes::Bytes;
-use hotpush_proto as pb;
+use std::collections::{BTreeMap, HashMap};
+
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::push::Phase;
+use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
 use crate::metalink::current_version;
 use crate::origin::Origin;
 
-/// Builds the status report.
-pub fn collect(origin: &Origin) -> Result<pb::OriginStatus, DbError> {
-    let agents = origin.db.agents()?;
-    let mut repos = Vec::new();
-    let mut acked: std::collections::HashMap<String, Vec<pb::RepoState>> = Default::default();
-    for repo in origin.db.repos()? {
-        let latest = origin.db.latest(&repo)?;
-        let acks = origin.db.acks(&repo)?;
-        let current = current_version(origin, &repo)?;
-        repos.push(pb::OriginRepo {
-            repo: repo.clone(),
-            latest_version: latest.as_ref().map_or(0, |v| v.version),
-            metalink_version: current.as_ref().map_or(0, |c| c.version.version),
-            manifest_digest: latest
-                .map(|v| Bytes::copy_from_slice(&v.manifest_digest.0))
-                .unwrap_or_default(),
-        });
-        for a in acks {
-            acked
-                .entry(a.agent.clone())
-                .or_default()
-                .push(pb::RepoState {
+/// Everything `status` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub origin_id: String,
+    pub repos: Vec<RepoReport>,
+    pub agents: Vec<AgentReport>,
+}
+
+/// One repo.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RepoReport {
+    pub repo: String,
+    /// The newest published version (0: none).
+    pub latest_version: u64,
+    /// The version the metalink sends clients to (0: none yet).
+    pub metalink_version: u64,
+    /// Of the newest version, hex.
+    pub manifest_digest: String,
+}
+
+/// One registered agent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentReport {
+    pub name: String,
+    pub endpoint: String,
+    pub public_url: String,
+    pub weight: u32,
+    /// The last error of each repo, `repo: error`, joined by `; `; empty when none.
+    pub last_error: String,
+    /// Its latest ack of each repo.
+    pub acked: Vec<AckedReport>,
+    /// Each repo it carries.
+    pub mirrors: Vec<MirrorReport>,
+}
+
+/// An agent's latest ack of one repo.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AckedReport {
+    pub repo: String,
+    pub version: u64,
+    pub acked_unix: i64,
+    /// Its public URL was seen serving this version.
+    pub public_verified: bool,
+}
+
+/// Where one agent stands with one repo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorState {
+    /// Serves the newest version, verified through its public URL.
+    Live,
+    /// A push of the newest version is under way.
+    Pushing,
+    /// The last push failed; the origin retries with backoff.
+    Failing,
+    /// On an older version, or none, with no push under way.
+    Behind,
+}
+
+/// One agent × repo.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MirrorReport {
+    pub repo: String,
+    pub state: MirrorState,
+    /// The version it serves, verified (0: none).
+    pub version: u64,
+    /// The push under way.
+    pub pushing: Option<PushingReport>,
+    /// The last completed push.
+    pub last_push: Option<LastPushReport>,
+    pub last_error: Option<String>,
+}
+
+/// A push under way.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PushingReport {
+    pub version: u64,
+    pub phase: Phase,
+    pub bytes_sent: u64,
+    pub bytes_wanted: u64,
+}
+
+/// A completed push.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LastPushReport {
+    pub version: u64,
+    pub bytes_sent: u64,
+    pub elapsed_ms: u64,
+}
+
+impl Report {
+    /// Reads the database and the live push state.
+    pub fn collect(origin: &Origin) -> Result<Self, DbError> {
+        let agents = origin.db.agents()?;
+        let states = origin.push_states();
+        let mut repos = Vec::new();
+        let mut acks_by_agent: HashMap<String, Vec<AckedReport>> = HashMap::new();
+        let mut latest_of: BTreeMap<RepoName, u64> = BTreeMap::new();
+        for repo in origin.db.repos()? {
+            let latest = origin.db.latest(repo.as_str())?;
+            let current = current_version(origin, &repo)?;
+            latest_of.insert(repo.clone(), latest.as_ref().map_or(0, |v| v.version));
+            repos.push(RepoReport {
+                repo: repo.to_string(),
+                latest_version: latest.as_ref().map_or(0, |v| v.version),
+                metalink_version: current.as_ref().map_or(0, |c| c.version.version),
+                manifest_digest: latest
+                    .map(|v| v.manifest_digest.to_hex())
+                    .unwrap_or_default(),
+            });
+            for a in origin.db.acks(repo.as_str())? {
+                acks_by_agent.entry(a.agent).or_default().push(AckedReport {
                     repo: a.repo,
                     version: a.version,
-                    manifest_digest: Bytes::copy_from_slice(&a.manifest_digest.0),
-                    repomd_sha256: Bytes::new(),
-                    installed_unix: a.acked_unix,
+                    acked_unix: a.acked_unix,
+                    public_verified: a.public_verified,
                 });
-        }
-    }
-    let states = origin
-        .push_state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let agents = agents
-        .into_iter()
-        .map(|a| {
-            let last_error = states
-                .iter()
-                .filter(|((agent, _), s)| agent == &a.name && s.last_error.is_some())
-                .filter_map(|((_, repo), s)| s.last_error.as_ref().map(|e| format!("{repo}: {e}")))
-                .collect::<Vec<_>>()
-                .join("; ");
-            pb::OriginAgent {
-                acked: acked.remove(&a.name).unwrap_or_default(),
-                name: a.name,
-                endpoint: a.endpoint,
-                last_error,
             }
+        }
+        let agents = agents
+            .into_iter()
+            .map(|a| {
+                let name = a.name().clone();
+                let acked = acks_by_agent.remove(name.as_str()).unwrap_or_default();
+                let mirrors: Vec<MirrorReport> = latest_of
+                    .iter()
+                    .filter(|(repo, _)| a.carries(repo))
+                    .map(|(repo, latest)| {
+                        let state = states.get(&(name.clone(), repo.clone()));
+                        let served = acked
+                            .iter()
+                            .find(|k| k.repo == repo.as_str() && k.public_verified)
+                            .map_or(0, |k| k.version);
+                        mirror(repo, *latest, served, state)
+                    })
+                    .collect();
+                let last_error = mirrors
+                    .iter()
+                    .filter_map(|m| m.last_error.as_ref().map(|e| format!("{}: {e}", m.repo)))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                AgentReport {
+                    name: name.to_string(),
+                    endpoint: a.target.endpoint.clone(),
+                    public_url: a.target.public_url.to_string(),
+                    weight: a.weight,
+                    last_error,
+                    acked,
+                    mirrors,
+                }
+            })
+            .collect();
+        Ok(Self {
+            origin_id: origin.origin_id.to_string(),
+            repos,
+            agents,
         })
-        .collect();
-    Ok(pb::OriginStatus {
-        origin_id: origin.origin_id.clone(),
-        repos,
-        agents,
-    })
+    }
+}
+
+fn mirror(
+    repo: &RepoName,
+    latest: u64,
+    served: u64,
+    state: Option<&crate::origin::PushState>,
+) -> MirrorReport {
+    let pushing =
+        state
+            .and_then(|s| s.pushing)
+            .map(|(version, phase, bytes_sent, bytes_wanted)| PushingReport {
+                version,
+                phase,
+                bytes_sent,
+                bytes_wanted,
+            });
+    let last_error = state.and_then(|s| s.last_error.clone());
+    let state_now = if served >= latest && latest > 0 {
+        MirrorState::Live
+    } else if pushing.is_some() {
+        MirrorState::Pushing
+    } else if last_error.is_some() {
+        MirrorState::Failing
+    } else {
+        MirrorState::Behind
+    };
+    MirrorReport {
+        repo: repo.to_string(),
+        state: state_now,
+        version: served,
+        pushing,
+        last_push: state
+            .and_then(|s| s.last_push)
+            .map(|(version, bytes_sent, elapsed_ms)| LastPushReport {
+                version,
+                bytes_sent,
+                elapsed_ms,
+            }),
+        last_error,
+    }
 }

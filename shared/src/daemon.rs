@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use tokio_util::sync::CancellationToken;
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
 pub fn init_logging() {
     tracing_subscriber::fmt()
@@ -73,20 +75,43 @@ pub async fn access_log(
     response
 }
 
-/// Serves `app` on every address (dual-stack for `[::]`) until one fails.
+/// Serves `app` on every listener until `shutdown` (or one fails).
 pub async fn serve_http(
     app: axum::Router,
-    addrs: Vec<SocketAddr>,
+    listeners: Vec<tokio::net::TcpListener>,
     what: &'static str,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    for addr in addrs {
-        let listener = crate::transport::bind(addr)?;
-        tracing::info!(%addr, "serving {what} over HTTP");
-        tasks.spawn(axum::serve(listener, app.clone()).into_future());
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving {what} over HTTP");
+        }
+        let stop = shutdown.clone();
+        tasks.spawn(
+            axum::serve(listener, app.clone())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .into_future(),
+        );
     }
     while let Some(done) = tasks.join_next().await {
         done.map_err(std::io::Error::other)??;
     }
     Ok(())
+}
+
+/// Binds every address (dual-stack for `[::]`), naming the one that fails.
+pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, BindError> {
+    addrs
+        .iter()
+        .map(|a| crate::transport::bind(*a).map_err(|source| BindError { addr: *a, source }))
+        .collect()
+}
+
+/// A listener that could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("binding {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
 }

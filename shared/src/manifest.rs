@@ -107,6 +107,13 @@ impl RepoName {
     }
 }
 
+impl std::str::FromStr for RepoName {
+    type Err = ManifestError;
+    fn from_str(s: &str) -> Result<Self, ManifestError> {
+        Self::new(s)
+    }
+}
+
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -131,3 +131,42 @@ pub async fn unix_channel(path: PathBuf) -> Result<Channel, tonic::transport::Er
         }))
         .await
 }
+
+/// Formats a tonic status with its whole cause chain (TLS alerts live deep in it).
+pub fn describe_status(status: &tonic::Status) -> String {
+    // Status's Display adds the code and details; the message alone reads better.
+    crate::daemon::describe_chain(
+        status.message().to_string(),
+        std::error::Error::source(status),
+    )
+}
+
+/// Adds the likely cause to a connection failure. With TLS 1.3 a refused
+/// client certificate surfaces as whatever the connection did next (an
+/// alert, a reset, a broken pipe), so the text alone is not enough.
+pub fn explain_connect_error(text: String) -> String {
+    let has = |s: &str| text.contains(s);
+    let hint = if has("ApplicationVerificationFailure") || has("UnknownIssuer") {
+        "the agent presented a TLS id other than the one registered with `agent add --id`"
+    } else if has("AccessDenied")
+        || has("CertificateRequired")
+        || has("BadCertificate")
+        || has("UnknownCA")
+    {
+        "the agent refused this origin's TLS id: add it to origin_ids in the agent's config"
+    } else if has("Connection refused") {
+        "nothing listens there: is `hotpush-agent serve` running, and is the endpoint right?"
+    } else if has("broken pipe")
+        || has("connection closed")
+        || has("operation was canceled")
+        || has("reset by peer")
+    {
+        "the agent closed the connection after the TLS handshake; most often it does not list this \
+         origin's id in origin_ids (its log names the id it refused)"
+    } else if has("timed out") || has("deadline") {
+        "no answer in time: a firewall, or the host is down"
+    } else {
+        return text;
+    };
+    format!("{text} ({hint})")
+}

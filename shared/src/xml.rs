@@ -132,7 +132,7 @@ impl<R: BufRead> Walker<R> {
     }
 
     /// The next step.
-    pub fn next(&mut self) -> Result<Step<'_>, XmlError> {
+    pub fn step(&mut self) -> Result<Step<'_>, XmlError> {
         if self.pending_close {
             self.pending_close = false;
             let depth = self.depth;
@@ -262,7 +262,7 @@ mod tests {
         let mut w = Walker::new(xml);
         let mut steps = 0;
         loop {
-            if let Step::Eof = w.next()? {
+            if let Step::Eof = w.step()? {
                 return Ok(steps);
             }
             steps += 1;
@@ -274,7 +274,7 @@ mod tests {
         let mut w = Walker::new(&b"<a><b x=\"1\"/>t&amp;<!--c--></a>"[..]);
         let mut seen = Vec::new();
         loop {
-            match w.next().unwrap() {
+            match w.step().unwrap() {
                 Step::Open { e, depth } => {
                     seen.push(format!("open {} {depth}", AsRef::<str>::as_ref(&e.name())))
                 }

@@ -102,7 +102,7 @@ pub fn parse_metalink(xml: &str) -> Result<ParsedMetalink, MetalinkError> {
     let mut capture: Option<(Field, String, usize, String)> = None;
     let mut comment: Option<String> = None;
     loop {
-        let (e, depth) = match w.next()? {
+        let (e, depth) = match w.step()? {
             Step::Open { e, depth } => (e, depth),
             Step::Close { depth } => {
                 if let Some((field, hash_type, _, text)) = capture.take_if(|c| c.2 == depth) {

@@ -112,7 +112,7 @@ fn parse_primary_xml(
     // Only <package><checksum> text is captured; descriptions are skipped.
     let mut capture: Option<Capture<()>> = None;
     loop {
-        let step = match w.next() {
+        let step = match w.step() {
             Ok(step) => step,
             Err(XmlError::Io(_)) if exceeded.get() => {
                 return Err(RepoError::LimitExceeded {

@@ -79,7 +79,7 @@ pub fn parse_repomd(xml: &[u8]) -> Result<Repomd, RepoError> {
     let mut cur: Option<DataBuilder> = None;
     let mut capture: Option<Capture<Field>> = None;
     loop {
-        match w.next().map_err(xml_err(file))? {
+        match w.step().map_err(xml_err(file))? {
             Step::Open { e, depth } => {
                 let name = e.name();
                 match (depth, name.as_ref()) {

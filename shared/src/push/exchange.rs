@@ -1,6 +1,6 @@
-//! The origin's side of one Push exchange (DESIGN §5). The agent is not
-//! trusted either: every answer is checked against what was offered, and
-//! every wait is bounded.
+//! The pushing side of one Push exchange (docs/PROTOCOL.md): Offer → Want →
+//! Chunk* → Commit → Ack or Reject. The agent is not trusted either: every
+//! answer is checked against what was offered, and every wait is bounded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -10,15 +10,18 @@ use hotpush_proto as pb;
 use hotpush_proto::agent_client::AgentClient;
 use hotpush_proto::push_request::Msg as Out;
 use hotpush_proto::push_response::Msg as In;
-use hotpush_shared::Sha256Digest;
-use hotpush_shared::limits::CHUNK_BYTES;
-use hotpush_shared::manifest::Manifest;
-use hotpush_shared::sign::SignedManifest;
-use hotpush_shared::store::BlobStore;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
+
+use super::Phase;
+use crate::ack::Ack;
+use crate::digest::Sha256Digest;
+use crate::limits::CHUNK_BYTES;
+use crate::snapshot::Snapshot;
+use crate::store::BlobStore;
+use crate::transport::{describe_status, explain_connect_error};
 
 /// How long the agent may take to answer an Offer (verify + compute Want).
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,8 +52,8 @@ pub enum PushFailure {
     #[error("closed the stream without an answer")]
     Closed,
     #[error("sent an unexpected message: {0}")]
-    Protocol(&'static str),
-    #[error("reading blob {digest} from the origin's store: {source}")]
+    Protocol(String),
+    #[error("reading blob {digest} from the store: {source}")]
     Blob {
         digest: Sha256Digest,
         source: std::io::Error,
@@ -60,48 +63,9 @@ pub enum PushFailure {
 /// A completed push.
 #[derive(Debug)]
 pub struct Pushed {
-    pub ack: pb::Ack,
+    pub ack: Ack,
     pub bytes_sent: u64,
     pub elapsed: Duration,
-}
-
-/// Formats a tonic status with its whole cause chain (TLS alerts live deep in it).
-pub fn describe_status(status: &tonic::Status) -> String {
-    // Status's Display adds the code and details; the message alone reads better.
-    hotpush_shared::daemon::describe_chain(
-        status.message().to_string(),
-        std::error::Error::source(status),
-    )
-}
-
-/// Adds the likely cause to a connection failure. With TLS 1.3 a refused
-/// client certificate surfaces as whatever the connection did next (an
-/// alert, a reset, a broken pipe), so the text alone is not enough.
-pub fn explain_connect_error(text: String) -> String {
-    let has = |s: &str| text.contains(s);
-    let hint = if has("ApplicationVerificationFailure") || has("UnknownIssuer") {
-        "the agent presented a TLS id other than the one registered with `agent add --id`"
-    } else if has("AccessDenied")
-        || has("CertificateRequired")
-        || has("BadCertificate")
-        || has("UnknownCA")
-    {
-        "the agent refused this origin's TLS id: add it to origin_ids in the agent's config"
-    } else if has("Connection refused") {
-        "nothing listens there: is `hotpush-agent serve` running, and is the endpoint right?"
-    } else if has("broken pipe")
-        || has("connection closed")
-        || has("operation was canceled")
-        || has("reset by peer")
-    {
-        "the agent closed the connection after the TLS handshake; most often it does not list this \
-         origin's id in origin_ids (its log names the id it refused)"
-    } else if has("timed out") || has("deadline") {
-        "no answer in time: a firewall, or the host is down"
-    } else {
-        return text;
-    };
-    format!("{text} ({hint})")
 }
 
 fn reject_name(code: i32) -> String {
@@ -121,45 +85,52 @@ async fn answer(
         ))),
         Ok(Ok(None)) => Err(PushFailure::Closed),
         Ok(Ok(Some(pb::PushResponse { msg: None }))) => {
-            Err(PushFailure::Protocol("empty response"))
+            Err(PushFailure::Protocol("empty response".into()))
         }
         Ok(Ok(Some(pb::PushResponse { msg: Some(m) }))) => Ok(m),
     }
 }
 
-fn check_ack(ack: &pb::Ack, manifest: &Manifest, digest: &Sha256Digest) -> Result<(), PushFailure> {
-    if ack.repo != manifest.repo.as_str()
-        || ack.version != manifest.version
-        || ack.manifest_digest[..] != digest.0
+/// The ack, if it is for exactly the snapshot offered.
+fn check_ack(ack: pb::Ack, snapshot: &Snapshot) -> Result<Ack, PushFailure> {
+    if ack.repo != snapshot.repo().as_str()
+        || ack.version != snapshot.version()
+        || ack.manifest_digest[..] != snapshot.digest.0
     {
         return Err(PushFailure::WrongAck {
-            expected: format!("{} v{}", manifest.repo, manifest.version),
+            expected: format!("{} v{}", snapshot.repo(), snapshot.version()),
             got: format!("{} v{}", ack.repo, ack.version),
         });
     }
-    Ok(())
+    Ack::try_from(ack).map_err(|e| PushFailure::Protocol(e.to_string()))
 }
 
-/// Pushes one snapshot; `progress` is called with (bytes sent, bytes wanted).
+fn rejected(r: pb::Reject) -> PushFailure {
+    PushFailure::Rejected {
+        code: reject_name(r.code),
+        reason: r.reason,
+    }
+}
+
+/// Pushes one snapshot; `progress` is told each phase with (bytes sent,
+/// bytes wanted).
 pub async fn push(
     channel: Channel,
-    signed: &SignedManifest,
-    manifest: &Manifest,
-    store: &BlobStore,
-    mut progress: impl FnMut(&'static str, u64, u64),
+    snapshot: &Snapshot,
+    blobs: &BlobStore,
+    mut progress: impl FnMut(Phase, u64, u64),
 ) -> Result<Pushed, PushFailure> {
     let started = Instant::now();
-    let digest = signed.digest();
     let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
     // Bounded: chunks are produced only as fast as HTTP/2 flow control drains them.
     let (tx, rx) = mpsc::channel::<pb::PushRequest>(16);
     let offer = pb::PushRequest {
         msg: Some(Out::Offer(pb::Offer {
-            manifest: Some(signed.to_pb()),
+            manifest: Some(snapshot.signed.to_pb()),
         })),
     };
     tx.send(offer).await.map_err(|_| PushFailure::Closed)?;
-    progress("connecting", 0, 0);
+    progress(Phase::Connecting, 0, 0);
     let mut responses = client
         .push(ReceiverStream::new(rx))
         .await
@@ -168,22 +139,17 @@ pub async fn push(
 
     let wanted = match answer(&mut responses, OFFER_TIMEOUT).await? {
         In::Ack(ack) => {
-            check_ack(&ack, manifest, &digest)?;
             return Ok(Pushed {
-                ack,
+                ack: check_ack(ack, snapshot)?,
                 bytes_sent: 0,
                 elapsed: started.elapsed(),
             });
         }
-        In::Reject(r) => {
-            return Err(PushFailure::Rejected {
-                code: reject_name(r.code),
-                reason: r.reason,
-            });
-        }
+        In::Reject(r) => return Err(rejected(r)),
         In::Want(w) => w.blobs,
     };
-    let sizes: HashMap<Sha256Digest, u64> = manifest
+    let sizes: HashMap<Sha256Digest, u64> = snapshot
+        .manifest
         .entries
         .iter()
         .map(|e| (e.sha256, e.size))
@@ -204,14 +170,14 @@ pub async fn push(
         plan.push((d, w.offset, size));
     }
     let bytes_wanted: u64 = plan.iter().map(|(_, off, size)| size - off).sum();
-    progress("sending", 0, bytes_wanted);
+    progress(Phase::Sending, 0, bytes_wanted);
 
     // Send while listening: an agent may refuse mid-stream (disk full).
     let send = async {
         let mut sent = 0u64;
         let mut last_report = Instant::now();
         for (d, offset, size) in &plan {
-            let path = store.path(d);
+            let path = blobs.path(d);
             let blob_err = |source| PushFailure::Blob { digest: *d, source };
             let mut file = tokio::fs::File::open(&path).await.map_err(blob_err)?;
             file.seek(std::io::SeekFrom::Start(*offset))
@@ -235,12 +201,12 @@ pub async fn push(
                 pos += len as u64;
                 sent += len as u64;
                 if last_report.elapsed() > Duration::from_millis(250) {
-                    progress("sending", sent, bytes_wanted);
+                    progress(Phase::Sending, sent, bytes_wanted);
                     last_report = Instant::now();
                 }
             }
         }
-        progress("committing", sent, bytes_wanted);
+        progress(Phase::Committing, sent, bytes_wanted);
         tx.send(pb::PushRequest {
             msg: Some(Out::Commit(pb::Commit {})),
         })
@@ -257,18 +223,12 @@ pub async fn push(
         early = answer(&mut responses, COMMIT_TIMEOUT) => (early?, 0),
     };
     match reply {
-        In::Ack(ack) => {
-            check_ack(&ack, manifest, &digest)?;
-            Ok(Pushed {
-                ack,
-                bytes_sent,
-                elapsed: started.elapsed(),
-            })
-        }
-        In::Reject(r) => Err(PushFailure::Rejected {
-            code: reject_name(r.code),
-            reason: r.reason,
+        In::Ack(ack) => Ok(Pushed {
+            ack: check_ack(ack, snapshot)?,
+            bytes_sent,
+            elapsed: started.elapsed(),
         }),
-        In::Want(_) => Err(PushFailure::Protocol("a second Want")),
+        In::Reject(r) => Err(rejected(r)),
+        In::Want(_) => Err(PushFailure::Protocol("a second Want".into())),
     }
 }

@@ -1,0 +1,39 @@
+//! `hotpush-origin doctor`: is this origin ready for an emergency?
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::doctor::{Level, examine};
+
+/// Check keys, the daemon, every partner (id, clock, disk, repos) and every metalink.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  hotpush-origin doctor --origin-url https://origin.example.org")]
+pub struct Args {
+    /// The metalink base URL clients use (default: public_url, else the first http_listen).
+    #[arg(long)]
+    origin_url: Option<String>,
+}
+
+#[tokio::main]
+pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let config = super::load(config_path)?;
+    let base = super::origin_base_url(&config, args.origin_url);
+    let findings = examine(&config, base).await;
+    for f in &findings {
+        println!("{}  {}", f.level.label(), f.what);
+    }
+    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+    println!(
+        "doctor: {}",
+        match worst {
+            Level::Ok => "all good",
+            Level::Warn => "usable, with warnings",
+            Level::Fail => "NOT READY: fix the FAIL lines",
+        }
+    );
+    Ok(if worst == Level::Fail {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

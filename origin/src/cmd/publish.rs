@@ -1,0 +1,201 @@
+//! `hotpush-origin publish`: validate → sign → push → live progress per
+//! partner → summary; exit 0 only when the wait condition holds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hotpush_shared::push::Phase;
+
+use super::{EXIT_NOT_LIVE, Remote};
+use crate::client::{self, Outcome, Summary, Update, Wait};
+
+/// Validate DIR, sign it as the next version of REPO, push it, and wait.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  hotpush-origin publish f41-critical/x86_64 --from /srv/critical/f41/x86_64\n  \
+                        hotpush-origin publish f41-critical/x86_64 --from DIR --wait quorum --timeout 120 --json"
+)]
+pub struct Args {
+    /// Repo name, e.g. f41-critical/x86_64.
+    pub repo: String,
+    /// The repo directory (repodata/ plus packages) on this host.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// When to return: all, quorum, or a number of agents.
+    #[arg(long, default_value = "all")]
+    pub wait: Wait,
+    /// Give up waiting after this many seconds (pushes continue in the daemon).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Print one JSON summary instead of progress lines.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: Remote,
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let timeout = Duration::from_secs(args.timeout);
+    publish_and_wait(
+        config_path,
+        &args.remote,
+        &args.repo,
+        Some(&args.from),
+        args.wait,
+        timeout,
+        args.json,
+    )
+}
+
+/// Publishes `from` (or, with `None`, the latest content again), prints
+/// progress, and waits for the `--wait` condition.
+#[tokio::main]
+pub async fn publish_and_wait(
+    config_path: &Path,
+    remote: &Remote,
+    repo: &str,
+    from: Option<&Path>,
+    wait: Wait,
+    timeout: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    // A remote publish names a directory on the origin host; a local one is resolved here.
+    let from = match from {
+        None => None,
+        Some(from) if remote.remote.is_some() => {
+            if !from.is_absolute() {
+                bail!("--from must be an absolute path on the origin host with --remote");
+            }
+            Some(from.to_path_buf())
+        }
+        Some(from) => Some(
+            std::fs::canonicalize(from).with_context(|| format!("--from {}", from.display()))?,
+        ),
+    };
+    let mut control = remote.client(config_path).await?;
+    let mut printer = Printer::default();
+    let summary = client::publish(&mut control, repo, from, wait, timeout, |u| {
+        if !json {
+            printer.print(u, wait);
+        }
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary, timeout);
+    }
+    Ok(if summary.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_NOT_LIVE)
+    })
+}
+
+/// Progress lines: at most one per agent per second while sending.
+#[derive(Default)]
+struct Printer {
+    last: BTreeMap<String, Instant>,
+}
+
+impl Printer {
+    fn print(&mut self, update: Update<'_>, wait: Wait) {
+        match update {
+            Update::Published(p) => {
+                println!(
+                    "published {} version {} (manifest {}, {} files, {} bytes, {} new blobs{}{})",
+                    p.repo,
+                    p.version,
+                    &p.manifest_digest[..16.min(p.manifest_digest.len())],
+                    p.entries,
+                    p.total_bytes,
+                    p.new_blobs,
+                    if p.unchanged {
+                        ", same content as the previous version"
+                    } else {
+                        ""
+                    },
+                    if p.unreferenced_files > 0 {
+                        format!(
+                            "; not published: {} unreferenced files",
+                            p.unreferenced_files
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                let needed = wait.needed(p.agents.len());
+                println!(
+                    "pushing to {} agent(s): {}; waiting for {wait} ({needed})",
+                    p.agents.len(),
+                    p.agents.join(", ")
+                );
+                if needed > p.agents.len() {
+                    println!("warning: --wait {wait} asks for more agents than carry this repo");
+                }
+            }
+            Update::Progress {
+                agent,
+                phase,
+                bytes_sent,
+                bytes_wanted,
+            } => {
+                let due = self
+                    .last
+                    .get(agent)
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                let verb = match phase {
+                    Phase::Committing => "sent, swapping",
+                    Phase::Sending if due => "sending",
+                    _ => return,
+                };
+                if bytes_wanted > 0 {
+                    println!("  {agent}: {bytes_sent} of {bytes_wanted} bytes {verb}");
+                    self.last.insert(agent.to_owned(), Instant::now());
+                }
+            }
+            Update::Acked { agent, outcome } => println!(
+                "  {agent}: LIVE in {:.1} s ({} bytes sent)",
+                outcome.elapsed_ms as f64 / 1000.0,
+                outcome.bytes_sent
+            ),
+            Update::Failed {
+                agent,
+                reason,
+                will_retry,
+            } => println!(
+                "  {agent}: FAILED: {reason}{}",
+                if will_retry { " (retrying)" } else { "" }
+            ),
+        }
+    }
+}
+
+fn print_summary(s: &Summary, timeout: Duration) {
+    let (version, total) = (s.published.version, s.agents.len());
+    if s.ok {
+        println!(
+            "OK: {}/{total} agent(s) live with version {version} (needed {})",
+            s.live, s.needed
+        );
+        return;
+    }
+    println!(
+        "NOT LIVE: {}/{total} agent(s) acked version {version} within {}s (needed {}):",
+        s.live,
+        timeout.as_secs(),
+        s.needed
+    );
+    for (name, o) in s.agents.iter().filter(|(_, o)| o.state != Outcome::Live) {
+        let reason = if o.reason.is_empty() {
+            "no answer yet"
+        } else {
+            &o.reason
+        };
+        println!("  {name}: {} — {reason}", o.state);
+    }
+    println!("the origin keeps retrying in the background; `hotpush-origin status` shows progress");
+}

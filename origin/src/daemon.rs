@@ -1,0 +1,209 @@
+//! Starting the origin daemon: bound listeners and a shutdown token in, a
+//! handle on the running services out. `hotpush-origin serve` binds what
+//! the config names; tests bind port 0 and run several daemons in one process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hotpush_proto::control_server::ControlServer;
+use hotpush_shared::daemon::{BindError, bind_all};
+use hotpush_shared::identity::{Identity, IdentityError, PinnedVerifier, server_config};
+use hotpush_shared::sign::{SignError, SigningKey};
+use hotpush_shared::store::{BlobStore, StoreError};
+use hotpush_shared::transport::tls_incoming;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::control::ControlService;
+use crate::db::{Db, DbError};
+use crate::origin::Origin;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("{0} is in use: another origin daemon is running")]
+    SocketInUse(PathBuf),
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("creating {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing key: {0}")]
+    Key(#[from] SignError),
+    #[error("TLS identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
+/// The sockets the daemon serves on.
+pub struct Listeners {
+    /// The local control socket: its permissions decide who may publish.
+    pub control: UnixListener,
+    /// The control service over mutual TLS, for remote publishers.
+    pub remote_control: Vec<TcpListener>,
+    /// Metalink, status and metrics.
+    pub http: Vec<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` names. A control socket left by a daemon that
+    /// died is replaced; one a running daemon answers on is an error.
+    pub fn bind(config: &Config) -> Result<Self, SpawnError> {
+        Ok(Self {
+            control: bind_control_socket(&config.control_socket)?,
+            remote_control: bind_all(&config.control_listen)?,
+            http: bind_all(&config.http_listen)?,
+        })
+    }
+}
+
+fn bind_control_socket(path: &Path) -> Result<UnixListener, SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| SpawnError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SpawnError::SocketInUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    Ok(listener)
+}
+
+/// A running origin.
+pub struct OriginHandle {
+    pub origin: Arc<Origin>,
+    /// Where the HTTP listeners ended up (port 0 resolved).
+    pub http_addrs: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl OriginHandle {
+    /// Asks every service to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every service has stopped (after [`OriginHandle::shutdown`]
+    /// or the token given to [`Origin::spawn`]).
+    pub async fn stopped(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Origin {
+    /// Opens the state, keys and identity that `config` names, and starts
+    /// the control service, the HTTP server and the reconcilers on
+    /// `listeners`, until `shutdown`.
+    pub async fn spawn(
+        config: Config,
+        listeners: Listeners,
+        shutdown: CancellationToken,
+    ) -> Result<OriginHandle, SpawnError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| SpawnError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let db = Db::open(&config.data_dir)?;
+        let store = BlobStore::open(&config.data_dir)?;
+        let key = SigningKey::load(&config.signing_key)?;
+        let identity = Identity::load(&config.tls_cert, &config.tls_key)?;
+        let origin_id = identity.id()?;
+        let origin = Origin::new(config, db, store, key, origin_id);
+        // Reconcilers start from what was published before this start.
+        for repo in origin.db.repos()? {
+            if let Some(snapshot) = origin.latest(&repo)? {
+                origin.announce(snapshot);
+            }
+        }
+        let mut tasks = JoinSet::new();
+
+        let control = ControlServer::new(ControlService {
+            origin: origin.clone(),
+        });
+        let incoming = UnixListenerStream::new(listeners.control);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(control)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "control socket failed");
+            }
+        });
+
+        if !listeners.remote_control.is_empty() {
+            // Remote publishers: the same service, over mutual TLS with pinned ids.
+            let ids = origin.config.publishers.iter().map(|p| p.id);
+            let tls = server_config(&identity, PinnedVerifier::new(ids, "publisher"))?;
+            let incoming = tls_incoming(
+                listeners.remote_control,
+                tokio_rustls::TlsAcceptor::from(tls),
+            );
+            let control = ControlServer::new(ControlService {
+                origin: origin.clone(),
+            });
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(control)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                    .await
+                {
+                    tracing::error!(error = %e, "control listener failed");
+                }
+            });
+            tracing::info!(
+                publishers = origin.config.publishers.len(),
+                "remote publishing enabled"
+            );
+        }
+
+        let http_addrs = listeners
+            .http
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        if !listeners.http.is_empty() {
+            let (o, stop) = (origin.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                if let Err(e) = crate::web::serve(o, listeners.http, stop).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+        }
+
+        tasks.spawn(hotpush_shared::push::supervise(
+            origin.clone(),
+            identity,
+            shutdown.clone(),
+        ));
+        tracing::info!(origin_id = %origin.origin_id, "hotpush-origin ready");
+        Ok(OriginHandle {
+            origin,
+            http_addrs,
+            shutdown,
+            tasks,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! The origin as the push side's [`Source`]: versions from the database,
+//! targets from the registered agents, acks recorded with their public-URL
+//! verdict.
+
+use std::sync::Arc;
+
+use hotpush_shared::ack::Ack;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::name::AgentName;
+use hotpush_shared::push::{Announcements, Event, Source, SourceError, Target};
+use hotpush_shared::snapshot::Snapshot;
+use hotpush_shared::store::BlobStore;
+
+use crate::origin::Origin;
+
+impl Source for Origin {
+    fn repos(&self) -> Result<Vec<RepoName>, SourceError> {
+        Ok(self.db.repos()?)
+    }
+
+    fn targets(&self) -> Result<Vec<Target>, SourceError> {
+        Ok(self.db.agents()?.into_iter().map(|a| a.target).collect())
+    }
+
+    fn latest(&self, repo: &RepoName) -> Result<Option<Arc<Snapshot>>, SourceError> {
+        Ok(Origin::latest(self, repo)?)
+    }
+
+    fn acked(&self, target: &AgentName, repo: &RepoName) -> Result<Option<u64>, SourceError> {
+        Ok(self
+            .db
+            .acks(repo.as_str())?
+            .into_iter()
+            .find(|a| a.agent == target.as_str() && a.public_verified)
+            .map(|a| a.version))
+    }
+
+    fn blobs(&self) -> &BlobStore {
+        &self.store
+    }
+
+    fn announcements(&self) -> &Announcements {
+        &self.announcements
+    }
+
+    fn record_ack(&self, target: &Target, snapshot: &Snapshot, ack: &Ack) -> Result<(), String> {
+        let verdict = ack.public.counts_for(&target.public_url, snapshot.repo());
+        let detail = verdict.as_ref().err().cloned().unwrap_or_default();
+        self.db
+            .record_ack(
+                target.name.as_str(),
+                snapshot.repo().as_str(),
+                snapshot.version(),
+                &snapshot.digest,
+                verdict.is_ok(),
+                &detail,
+            )
+            .map_err(|e| format!("recording the ack: {e}"))?;
+        verdict
+    }
+
+    fn report(&self, event: Event) {
+        self.emit(event);
+    }
+}

@@ -1,0 +1,16 @@
+//! Wall-clock time as Unix seconds: what manifests, acks, status and the
+//! audit log record. One home, so every timestamp is read the same way.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Seconds since the epoch now (0 if the clock is before 1970).
+pub fn now_unix() -> i64 {
+    unix_of(SystemTime::now())
+}
+
+/// Seconds since the epoch at `t` (0 before 1970).
+pub fn unix_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
