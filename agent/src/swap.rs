@@ -1,21 +1,21 @@
-//! The swap (DESIGN §6): put a verified snapshot live so that no reader ever
-//! sees a mix of two snapshots.
+//! The swap: put a verified snapshot live so that no reader ever sees a mix
+//! of two snapshots. The steps are docs/PROTOCOL.md's S1–S5:
 //!
-//! 1. Packages are hard-linked from `objects/` into `<serve_root>/<repo>/`,
-//!    each through a temporary name and one `rename(2)`, so a path whose
-//!    content changes is replaced whole. New paths are invisible to clients
-//!    until repodata names them. Unchanged paths are not touched: the cost
-//!    is O(what changed).
-//! 2. `.repodata/<version>/` is built beside the live one. It also carries
-//!    the hash-named files of snapshots still inside `retain_for`, so a
-//!    client holding an older repomd.xml still finds what it names.
-//! 3. The manifest is staged in the state directory.
-//! 4. `repodata` is switched by renaming a new symlink over the old one:
-//!    repomd.xml and its .asc change together, in one step.
-//! 5. The staged manifest becomes current.
+//! - S1. Packages are hard-linked from `objects/` into `<serve_root>/<repo>/`,
+//!   each through a temporary name and one `rename(2)`, so a path whose
+//!   content changes is replaced whole. New paths are invisible to clients
+//!   until repodata names them. Unchanged paths are not touched: the cost
+//!   is O(what changed).
+//! - S2. `.repodata/<version>/` is built beside the live one. It also carries
+//!   the hash-named files of snapshots still inside `retain_for`, so a
+//!   client holding an older repomd.xml still finds what it names.
+//! - S3. The manifest is staged in the state directory.
+//! - S4. `repodata` is switched by renaming a new symlink over the old one:
+//!   repomd.xml and its .asc change together, in one step.
+//! - S5. The staged manifest becomes current.
 //!
 //! A crash anywhere leaves the old or the new snapshot live;
-//! [`recover`] finishes or undoes step 5 at start-up.
+//! [`Tree::recover`] finishes or undoes S5 at start-up.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
@@ -89,7 +89,7 @@ impl Tree {
             .collect();
 
         stage("swap::start");
-        // 1. Packages, skipping those already live with the same content.
+        // S1. Packages, skipping those already live with the same content.
         let live: HashMap<&str, Sha256Digest> = current
             .iter()
             .flat_map(|c| c.snapshot.manifest.entries.iter())
@@ -109,7 +109,7 @@ impl Tree {
             sync_dir(dir).map_err(io_err("fsync", dir))?;
         }
 
-        // 2. The new repodata directory, built under a temporary name.
+        // S2. The new repodata directory, built under a temporary name.
         let versions = repo_dir.join(VERSIONS_DIR);
         let vdir = versions.join(manifest.version.to_string());
         let building = versions.join(format!("{}.building", manifest.version));
@@ -153,7 +153,7 @@ impl Tree {
         fs::rename(&building, &vdir).map_err(io_err("rename", &vdir))?;
         sync_dir(&versions).map_err(io_err("fsync", &versions))?;
 
-        // 3–5. Stage, flip, promote.
+        // S3–S5. Stage, flip, promote.
         stage("swap::before_stage");
         self.state.stage(snapshot)?;
         stage("swap::before_flip");

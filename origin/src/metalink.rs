@@ -1,5 +1,5 @@
-//! Which version the metalink points at, and the document itself (DESIGN §7,
-//! docs/PROTOCOL.md "The metalink").
+//! Which version the metalink points at, and the document itself (docs/PROTOCOL.md
+//! "The metalink").
 //!
 //! The metalink lists only agents that acked the version it names, so dnf is
 //! never sent to a mirror that lacks the fix. It moves to a new version once

@@ -1,4 +1,4 @@
-//! TLS identities pinned by fingerprint (DESIGN §3): no CA, like SSH host
+//! TLS identities pinned by fingerprint (docs/PROTOCOL.md "Roles and trust"): no CA, like SSH host
 //! keys. An identity is a self-signed certificate; its id is the SHA-256 of
 //! the certificate's SubjectPublicKeyInfo, so re-issuing a certificate for
 //! the same key keeps the id. Each side lists the ids it accepts, and an

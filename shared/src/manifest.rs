@@ -1,4 +1,4 @@
-//! The snapshot manifest (DESIGN §4): what one version of one repo holds.
+//! The snapshot manifest (docs/PROTOCOL.md "The snapshot manifest"): what one version of one repo holds.
 //!
 //! Manifests travel as exact protobuf bytes under a signature; agents decode
 //! them only after the signature checks out ([`crate::sign`]), and then

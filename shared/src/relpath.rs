@@ -1,4 +1,4 @@
-//! Path rules for manifest entries (DESIGN §4). A path that passes can be
+//! Path rules for manifest entries (docs/PROTOCOL.md "The snapshot manifest"). A path that passes can be
 //! joined onto a repo root without escaping it or colliding with the
 //! agent's own names (which all start with a dot).
 

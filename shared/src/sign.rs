@@ -1,4 +1,4 @@
-//! ed25519 snapshot signatures (DESIGN §3–§4).
+//! ed25519 snapshot signatures (docs/PROTOCOL.md "Roles and trust").
 //!
 //! The origin signs the exact manifest bytes; an agent checks the signature
 //! against its trusted keys *before* it decodes or writes anything.

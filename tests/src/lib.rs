@@ -23,6 +23,7 @@ use sha2::Digest;
 
 pub mod dnf;
 pub mod faultproxy;
+pub mod local;
 pub mod nginx;
 pub mod webcheck;
 
@@ -749,6 +750,22 @@ impl Network {
         let out = run_ok(self.origin_cmd().args(["status", "--json"]));
         serde_json::from_str(out.trim())
             .unwrap_or_else(|e| panic!("status --json printed invalid JSON ({e}): {out}"))
+    }
+
+    /// (version, bytes sent) of the last completed push of `repo` to
+    /// `agent`, from `status --json`.
+    pub fn last_push(&self, agent: &str, repo: &str) -> Option<(u64, u64)> {
+        let status = self.status();
+        let a = status["agents"]
+            .as_array()?
+            .iter()
+            .find(|a| a["name"] == agent)?;
+        let m = a["mirrors"]
+            .as_array()?
+            .iter()
+            .find(|m| m["repo"] == repo)?;
+        let p = &m["last_push"];
+        Some((p["version"].as_u64()?, p["bytes_sent"].as_u64()?))
     }
 
     /// `http://127.0.0.1:PORT/metalink?repo=<r>&arch=<a>` for repo `<r>/<a>`.

@@ -143,22 +143,11 @@ fn stage_hits(text: &str, stage: &str) -> usize {
         .count()
 }
 
-/// `bytes=` of the origin's `acked agent=<agent> … version=<v>` line after `mark`.
-fn acked_bytes(mark: &LogMark, agent: &str, version: u64) -> Option<u64> {
-    let agent_kv = format!("agent={agent}");
-    let version_kv = format!("version={version}");
-    mark.since()
-        .lines()
-        .filter(|l| l.contains(" acked ") || l.contains(": acked"))
-        .filter(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.contains(&agent_kv.as_str()) && w.contains(&version_kv.as_str())
-        })
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("bytes="))
-                .and_then(|n| n.parse().ok())
-        })
+/// Bytes sent by the last completed push of `version` to `agent`, from
+/// the origin's status report (`agents[].mirrors[].last_push`).
+fn acked_bytes(net: &Network, agent: &str, version: u64) -> Option<u64> {
+    let (v, bytes) = net.last_push(agent, REPO)?;
+    (v == version).then_some(bytes)
 }
 
 fn publish_json(out: &std::process::Output) -> serde_json::Value {
@@ -254,7 +243,6 @@ struct CrashRun {
 fn crash_run(net: &mut Network, stage: &str, nth: usize, prev: &Snap, next: &Snap) -> CrashRun {
     restart_agent(net, 0, Some(&sleep_at(stage, nth)));
     let agent_mark = LogMark::at_end(&net.agents[0].log);
-    let origin_mark = LogMark::at_end(&net.origin_log);
     let mut cmd = net.publish_cmd(REPO, &next.dir, &["--json", "--timeout", "60"]);
     let publish = std::thread::spawn(move || cmd.output().unwrap());
     wait_until(
@@ -300,7 +288,7 @@ fn crash_run(net: &mut Network, stage: &str, nth: usize, prev: &Snap, next: &Sna
         (None, None)
     } else {
         let sent = json["agents"]["m0"]["bytes_sent"].as_u64().unwrap();
-        let logged = acked_bytes(&origin_mark, "m0", next.version);
+        let logged = acked_bytes(net, "m0", next.version);
         assert_eq!(
             logged,
             Some(sent),
@@ -996,7 +984,6 @@ fn disk_full_agent_refuses_with_a_reason_keeps_serving_and_catches_up() {
     assert_eq!(m.urls, vec![net.agents[1].repomd_url(REPO)], "{m:#?}");
 
     // Space returns: it catches up without a new publish.
-    let origin_mark = LogMark::at_end(&net.origin_log);
     disk.resize("200m");
     let t = Instant::now();
     wait_until(
@@ -1009,7 +996,7 @@ fn disk_full_agent_refuses_with_a_reason_keeps_serving_and_catches_up() {
         t.elapsed()
     );
     wait_until("ack recorded", Duration::from_secs(10), || {
-        acked_bytes(&origin_mark, "m0", 2)
+        acked_bytes(&net, "m0", 2)
     });
 
     // Now the disk fills up while a push is writing (the space check passed).
@@ -1026,7 +1013,6 @@ fn disk_full_agent_refuses_with_a_reason_keeps_serving_and_catches_up() {
     fixture::build_rpm(&s3.dir, "more", "1.0", 8 * 1024);
     fixture::createrepo(&s3.dir);
     let agent_mark = LogMark::at_end(&net.agents[0].log);
-    let origin_mark = LogMark::at_end(&net.origin_log);
     let mut cmd = net.publish_cmd(
         REPO,
         &s3.dir,
@@ -1076,7 +1062,7 @@ fn disk_full_agent_refuses_with_a_reason_keeps_serving_and_catches_up() {
             .map(|(_, n)| n)
             .sum()
     };
-    let sent = acked_bytes(&origin_mark, "m0", 3).unwrap();
+    let sent = acked_bytes(&net, "m0", 3).unwrap();
     eprintln!(
         "== disk full (mid-write): reason {mid_reason:?}; catch-up sent {sent} of {total_new} new bytes"
     );
@@ -1131,7 +1117,7 @@ fn network_faults_drop_stall_unreachable_do_not_slow_others_and_the_agent_catche
             .map(|(_, n)| n)
             .sum()
     };
-    let resent = acked_bytes(&origin_mark, "m1", 2).unwrap();
+    let resent = acked_bytes(&net, "m1", 2).unwrap();
     assert!(proxy.cuts() >= 1, "the proxy never cut a connection");
     assert!(
         origin_mark.since().contains("push failed"),
@@ -1306,7 +1292,7 @@ fn a_newer_publish_supersedes_one_still_streaming_and_the_older_is_never_install
     assert_eq!(served_snapshot(&net.agents[0], &[&s3]), Ok(3));
     assert_eq!(served_snapshot(&net.agents[1], &[&s2, &s3]), Ok(3));
     // Half of the big blob was streamed for v2; v3 resumes it.
-    let sent = acked_bytes(&origin_mark, "m0", 3).unwrap();
+    let sent = acked_bytes(&net, "m0", 3).unwrap();
     let total_new: u64 = {
         let old = fixture::blobs(&s1.dir);
         fixture::blobs(&s3.dir)

@@ -1,4 +1,4 @@
-//! MirrorManager-format metalink writer and parser (DESIGN §7,
+//! MirrorManager-format metalink writer and parser (docs/PROTOCOL.md "The metalink",
 //! research/metalink.md).
 //!
 //! librepo's metalink parser is not namespace-aware: it matches the literal

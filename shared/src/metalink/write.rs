@@ -143,7 +143,7 @@ fn try_write_metalink(
 /// The metalink for `current`, listing `mirrors` in the order clients should
 /// try them (librepo uses document order, not `preference`). `alternates`
 /// let clients accept older repomd.xml versions — and so stay on them; pass
-/// none for urgent snapshots (DESIGN §7).
+/// none for urgent snapshots (docs/PROTOCOL.md "The metalink").
 pub fn write_metalink(
     current: &FileDescription,
     alternates: &[FileDescription],

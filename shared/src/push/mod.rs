@@ -1,8 +1,9 @@
 //! The push side of hotpush: keeping mirrors on the newest snapshot of each
-//! repo. The origin uses it now; a relaying agent (DESIGN §10) will use the
-//! same code for its downstream mirrors, reading versions from its own
-//! installed state instead of the origin's database: everything it needs
-//! from its owner goes through [`Source`].
+//! repo. The origin uses it now; a relaying agent (docs/PROTOCOL.md, "Where
+//! relays and root rotation fit") will use the same code for its downstream
+//! mirrors, reading versions from its own installed state instead of the
+//! origin's database: everything it needs from its owner goes through
+//! [`Source`].
 //!
 //! - [`exchange`]: one Push exchange with one agent;
 //! - [`reconciler`]: one task per target × repo that pushes the newest

@@ -1,5 +1,5 @@
 //! sha256 by file identity (path, size, mtime, inode, device), so that an
-//! unchanged file is not re-hashed on every publish (DESIGN §6): the same
+//! unchanged file is not re-hashed on every publish: the same
 //! bet rsync and make make.
 
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ impl FileKey {
 }
 
 /// sha256 by file identity, so an unchanged file is not re-hashed on every
-/// publish (DESIGN §6). Consulted only when the repodata declares sha256, so
+/// publish. Consulted only when the repodata declares sha256, so
 /// a hit can be compared with the declaration directly.
 pub trait HashCache {
     fn get(&self, key: &FileKey) -> Option<Sha256Digest>;

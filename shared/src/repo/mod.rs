@@ -1,8 +1,9 @@
-//! Repodata (repomd.xml, primary.xml) and repo validation (DESIGN §4 "What
-//! goes in"): a snapshot holds `repodata/repomd.xml` (plus its `.asc`/`.key`),
-//! every file repomd.xml references and every package primary references,
-//! each checked against the checksum the repodata itself declares. A broken
-//! repo is refused with the exact file and both checksums.
+//! Repodata (repomd.xml, primary.xml) and repo validation (docs/PROTOCOL.md,
+//! "The snapshot manifest", what goes in): a snapshot holds
+//! `repodata/repomd.xml` (plus its `.asc`/`.key`), every file repomd.xml
+//! references and every package primary references, each checked against
+//! the checksum the repodata itself declares. A broken repo is refused with
+//! the exact file and both checksums.
 //!
 //! - [`checksum`]: the checksum types repodata declares, hashing several at once;
 //! - [`repomd`]: the repomd.xml model and parser;

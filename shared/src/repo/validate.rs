@@ -241,7 +241,7 @@ impl Validator<'_> {
         self.check_limits(rel, meta.len())?;
         let key = FileKey::from_metadata(&self.root.join(rel), &meta);
 
-        // Trade-off (DESIGN §6): an unchanged stat identity is trusted to mean
+        // Trade-off (hash_cache): an unchanged stat identity is trusted to mean
         // unchanged content; a hit that disagrees is re-hashed below.
         if declared.kind == ChecksumKind::Sha256
             && let Some(sha256) = self.cache.get(&key)
@@ -643,7 +643,7 @@ mod tests {
     }
 
     /// The cache trusts an unchanged stat identity instead of re-reading the
-    /// file (DESIGN §6). Proof that it does not re-hash: a file whose content
+    /// file. Proof that it does not re-hash: a file whose content
     /// is wrong but whose identity is cached with the declared sha256 passes.
     /// That is the intended trade-off: publishing a large repo stats every
     /// file but reads only the new ones; content changed without any change
