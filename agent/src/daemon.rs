@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hotpush_proto::agent_server::AgentServer;
-use hotpush_shared::daemon::{BindError, bind_all};
+use hotpush_shared::daemon::{BindError, Services, bind_all};
 use hotpush_shared::identity::{self, Identity, IdentityError, PinnedVerifier};
 use hotpush_shared::store::{BlobStore, StoreError};
 use hotpush_shared::transport;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -79,19 +78,18 @@ pub struct AgentHandle {
     pub push_addrs: Vec<SocketAddr>,
     /// Where the built-in HTTP server listens.
     pub http_addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    services: Services,
 }
 
 impl AgentHandle {
     /// Asks every service to stop.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.services.shutdown();
     }
 
     /// Waits until every service has stopped.
-    pub async fn stopped(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn stopped(self) {
+        self.services.stopped().await;
     }
 }
 
@@ -135,11 +133,11 @@ impl Agent {
         let http = crate::selfcheck::client()?;
         let agent = Arc::new(Agent::new(config, tree, agent_id, http));
         let (push_addrs, http_addrs) = (addrs(&listeners.push), addrs(&listeners.http));
-        let mut tasks = JoinSet::new();
+        let mut services = Services::new(shutdown);
 
         if !listeners.http.is_empty() {
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
+            let stop = services.token();
+            services.spawn(async move {
                 if let Err(e) = crate::http::serve(serve_root, listeners.http, stop).await {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
@@ -151,8 +149,8 @@ impl Agent {
         })
         .max_decoding_message_size(max_message);
         let incoming = transport::tls_incoming(listeners.push, TlsAcceptor::from(tls));
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
+        let stop = services.token();
+        services.spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
                 .initial_stream_window_size(8 << 20)
                 .initial_connection_window_size(16 << 20)
@@ -168,8 +166,7 @@ impl Agent {
             agent,
             push_addrs,
             http_addrs,
-            shutdown,
-            tasks,
+            services,
         })
     }
 }

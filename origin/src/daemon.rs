@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hotpush_proto::control_server::ControlServer;
-use hotpush_shared::daemon::{BindError, bind_all};
+use hotpush_shared::daemon::{BindError, Services, bind_all};
 use hotpush_shared::identity::{Identity, IdentityError, PinnedVerifier, server_config};
 use hotpush_shared::sign::{SignError, SigningKey};
 use hotpush_shared::store::{BlobStore, StoreError};
 use hotpush_shared::transport::tls_incoming;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 
@@ -93,20 +92,45 @@ pub struct OriginHandle {
     pub origin: Arc<Origin>,
     /// Where the HTTP listeners ended up (port 0 resolved).
     pub http_addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    services: Services,
 }
 
 impl OriginHandle {
     /// Asks every service to stop.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.services.shutdown();
     }
 
     /// Waits until every service has stopped (after [`OriginHandle::shutdown`]
     /// or the token given to [`Origin::spawn`]).
-    pub async fn stopped(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn stopped(self) {
+        self.services.stopped().await;
+    }
+}
+
+/// Serves the Control service on `incoming` until `stop`.
+async fn serve_control<S, IO, E>(
+    origin: Arc<Origin>,
+    incoming: S,
+    stop: CancellationToken,
+    what: &'static str,
+) where
+    S: futures_util::Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let control = ControlServer::new(ControlService { origin });
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(control)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled())
+        .await
+    {
+        tracing::error!(error = %e, "{what} failed");
     }
 }
 
@@ -135,22 +159,13 @@ impl Origin {
                 origin.announce(snapshot);
             }
         }
-        let mut tasks = JoinSet::new();
-
-        let control = ControlServer::new(ControlService {
-            origin: origin.clone(),
-        });
-        let incoming = UnixListenerStream::new(listeners.control);
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(control)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                .await
-            {
-                tracing::error!(error = %e, "control socket failed");
-            }
-        });
+        let mut services = Services::new(shutdown);
+        services.spawn(serve_control(
+            origin.clone(),
+            UnixListenerStream::new(listeners.control),
+            services.token(),
+            "control socket",
+        ));
 
         if !listeners.remote_control.is_empty() {
             // Remote publishers: the same service, over mutual TLS with pinned ids.
@@ -160,19 +175,12 @@ impl Origin {
                 listeners.remote_control,
                 tokio_rustls::TlsAcceptor::from(tls),
             );
-            let control = ControlServer::new(ControlService {
-                origin: origin.clone(),
-            });
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(control)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                    .await
-                {
-                    tracing::error!(error = %e, "control listener failed");
-                }
-            });
+            services.spawn(serve_control(
+                origin.clone(),
+                incoming,
+                services.token(),
+                "control listener",
+            ));
             tracing::info!(
                 publishers = origin.config.publishers.len(),
                 "remote publishing enabled"
@@ -185,25 +193,24 @@ impl Origin {
             .filter_map(|l| l.local_addr().ok())
             .collect();
         if !listeners.http.is_empty() {
-            let (o, stop) = (origin.clone(), shutdown.clone());
-            tasks.spawn(async move {
+            let (o, stop) = (origin.clone(), services.token());
+            services.spawn(async move {
                 if let Err(e) = crate::web::serve(o, listeners.http, stop).await {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
             });
         }
 
-        tasks.spawn(hotpush_shared::push::supervise(
+        services.spawn(hotpush_shared::push::supervise(
             origin.clone(),
             identity,
-            shutdown.clone(),
+            services.token(),
         ));
         tracing::info!(origin_id = %origin.origin_id, "hotpush-origin ready");
         Ok(OriginHandle {
             origin,
             http_addrs,
-            shutdown,
-            tasks,
+            services,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! and serving an HTTP router on several addresses.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,56 @@ pub fn describe_chain(
         source = cause.source();
     }
     text
+}
+
+/// Exit code for a config that does not load (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Prints `<prog>: error: …` with every cause once, and picks the exit
+/// code: [`EXIT_CONFIG`] when the config did not load, else 1.
+pub fn report_failure(prog: &str, error: &(dyn std::error::Error + 'static)) -> ExitCode {
+    eprintln!("{prog}: error: {}", describe_error(error));
+    if error.downcast_ref::<crate::config::ConfigError>().is_some() {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// A daemon's running services: one shutdown token, and the tasks to wait for.
+pub struct Services {
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Services {
+    /// No services yet; each one added stops when `shutdown` is cancelled.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            shutdown,
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// The token services watch.
+    pub fn token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs `service` until it ends.
+    pub fn spawn(&mut self, service: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(service);
+    }
+
+    /// Asks every service to stop.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every service has stopped.
+    pub async fn stopped(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what systemd sends).

@@ -1,26 +1,22 @@
 //! The command line, one file per subcommand.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 
 mod init;
 mod serve;
 mod status;
 mod verify;
 
-/// Exit code for a config that does not load (sysexits EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
-
 #[derive(Parser)]
 #[command(
     name = "hotpush-agent",
     version,
     about = "hotpush partner agent: receives, verifies and serves urgent-fix snapshots",
-    after_help = "Running an agent: docs/PARTNERS.md. Exit codes: 0 success, 1 error, \
+    after_help = "Running an agent: README.md, 'Setting up for real'. Exit codes: 0 success, 1 error, \
                   78 config does not load."
 )]
 struct Cli {
@@ -45,22 +41,19 @@ pub fn run() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Verify(args) => verify::run(args),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!(
-                "hotpush-agent: error: {}",
-                hotpush_shared::daemon::describe_error(e.as_ref())
-            );
-            if e.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    result.unwrap_or_else(|e| hotpush_shared::daemon::report_failure("hotpush-agent", e.as_ref()))
 }
 
-fn load(path: &Path) -> anyhow::Result<Config> {
-    Ok(Config::load(path)?)
+/// The `-c/--config` option of every command that reads the agent's config.
+#[derive(clap::Args)]
+pub struct ConfigArg {
+    /// Agent config file.
+    #[arg(long, short, default_value = "/etc/hotpush-agent/agent.toml")]
+    pub config: std::path::PathBuf,
+}
+
+impl ConfigArg {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(&self.config)?)
+    }
 }

@@ -1,6 +1,5 @@
 //! `hotpush-agent serve`: runs the agent until SIGINT/SIGTERM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
@@ -15,15 +14,15 @@ use crate::daemon::Listeners;
                         (deploy/systemd/hotpush-agent.service runs it as a service)"
 )]
 pub struct Args {
-    #[arg(long, short, default_value = "/etc/hotpush-agent/agent.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: super::ConfigArg,
 }
 
 #[tokio::main]
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Reads FAILPOINTS; with it unset every failpoint is a no-op.
     let _failpoints = fail::FailScenario::setup();
-    let config = super::load(&args.config)?;
+    let config = args.config.load()?;
     let listeners = Listeners::bind(&config)?;
     let shutdown = CancellationToken::new();
     let handle = Agent::spawn(config, listeners, shutdown.clone()).await?;

@@ -1,6 +1,5 @@
 //! `hotpush-agent verify`: re-hash the live tree against the signed manifests.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::daemon::open_tree;
@@ -9,12 +8,12 @@ use crate::daemon::open_tree;
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  hotpush-agent verify -c /etc/hotpush-agent/agent.toml")]
 pub struct Args {
-    #[arg(long, short, default_value = "/etc/hotpush-agent/agent.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    config: super::ConfigArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load(&args.config)?;
+    let config = args.config.load()?;
     let tree = open_tree(&config)?;
     let mut bad = 0;
     for repo in &config.repos {

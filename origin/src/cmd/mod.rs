@@ -10,7 +10,7 @@ use hotpush_proto::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use crate::client::{self, ClientError};
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 
 mod agent;
 mod audit;
@@ -28,15 +28,13 @@ mod status;
 const EXIT_NOT_LIVE: u8 = 3;
 /// The daemon is not running (sysexits EX_UNAVAILABLE).
 const EXIT_UNAVAILABLE: u8 = 69;
-/// The config does not load (sysexits EX_CONFIG).
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser)]
 #[command(
     name = "hotpush-origin",
     version,
     about = "hotpush origin: publish urgent fixes to partner mirrors in minutes",
-    after_help = "The emergency procedure: docs/SOP.md. Exit codes: 0 success, 1 error, \
+    after_help = "The emergency procedure: deploy/RUNBOOK.md. Exit codes: 0 success, 1 error, \
                   3 publish wait condition not met, 69 origin daemon not running, \
                   78 config does not load."
 )]
@@ -83,25 +81,13 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => audit::run(config, args),
         Command::RepoFile(args) => repo_file::run(config, args),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!(
-                "hotpush-origin: error: {}",
-                hotpush_shared::daemon::describe_error(e.as_ref())
-            );
-            if e.downcast_ref::<ConfigError>().is_some() {
-                ExitCode::from(EXIT_CONFIG)
-            } else if matches!(
-                e.downcast_ref::<ClientError>(),
-                Some(ClientError::Unavailable { .. })
-            ) {
-                ExitCode::from(EXIT_UNAVAILABLE)
-            } else {
-                ExitCode::FAILURE
-            }
+    result.unwrap_or_else(|e| {
+        let code = hotpush_shared::daemon::report_failure("hotpush-origin", e.as_ref());
+        match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Unavailable { .. }) => ExitCode::from(EXIT_UNAVAILABLE),
+            _ => code,
         }
-    }
+    })
 }
 
 fn load(path: &Path) -> anyhow::Result<Config> {
