@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hotpush_shared::Limits;
 use hotpush_shared::identity::PeerId;
+use hotpush_shared::limits::ConnLimits;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::sign::TrustedKeys;
 use hotpush_shared::url::PublicUrl;
@@ -14,6 +15,10 @@ use serde::Deserialize;
 
 /// dnf's default `metadata_expire`: a client may hold old repodata this long.
 pub const DEFAULT_RETAIN_FOR_SECS: u64 = 48 * 3600;
+/// The origin retries a failed push within 30 s, and an agent that was down
+/// is retried as soon as it is back: an hour covers both, and bounds what
+/// an abandoned push can leave on disk.
+pub const DEFAULT_RETAIN_PARTIALS_SECS: u64 = 3600;
 
 pub use hotpush_shared::config::ConfigError;
 
@@ -38,7 +43,11 @@ struct RawConfig {
     #[serde(default)]
     min_free_bytes: Option<u64>,
     #[serde(default)]
+    retain_partials_for_secs: Option<u64>,
+    #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    connections: ConnLimits,
 }
 
 /// A validated config; relative paths are resolved against the file's directory.
@@ -59,7 +68,12 @@ pub struct Config {
     pub retain_for: Duration,
     /// Refuse a push that would leave less than this free on the data disk.
     pub min_free_bytes: u64,
+    /// How long a partial blob that no push is writing is kept for a retry
+    /// to resume; under disk pressure, partials no push wants go at once.
+    pub retain_partials_for: Duration,
     pub limits: Limits,
+    /// Bounds on connections, handshakes, streams and idle time.
+    pub connections: ConnLimits,
 }
 
 impl Config {
@@ -125,7 +139,12 @@ impl Config {
             repos,
             retain_for: Duration::from_secs(raw.retain_for_secs.unwrap_or(DEFAULT_RETAIN_FOR_SECS)),
             min_free_bytes: raw.min_free_bytes.unwrap_or(64 << 20),
+            retain_partials_for: Duration::from_secs(
+                raw.retain_partials_for_secs
+                    .unwrap_or(DEFAULT_RETAIN_PARTIALS_SECS),
+            ),
             limits: raw.limits,
+            connections: raw.connections,
         })
     }
 
@@ -199,6 +218,25 @@ repos = [{repos}]
 
 # Refuse pushes that would leave less than this free on the data disk.
 # min_free_bytes = 67108864
+
+# How long a half-received blob is kept for a retry to resume (seconds).
+# Under disk pressure, half-received blobs no push wants go at once.
+# retain_partials_for_secs = 3600
+
+# Bounds on what peers can make this agent hold open; the defaults suit a
+# LimitNOFILE of 65536 (deploy/systemd/hotpush-agent.service).
+# [connections]
+# max_http_connections = 4096
+# max_http_connections_per_address = 256
+# http_header_timeout_secs = 10
+# max_tls_handshakes = 256
+# max_tls_handshakes_per_address = 32
+# tls_handshake_timeout_secs = 5
+# max_connections_per_peer = 4
+# max_streams_per_connection = 16
+# max_unverified_offer_bytes = 50331648
+# push_idle_timeout_secs = 60
+# reserved_fds = 512
 "#,
         http = if http.is_empty() {
             String::new()

@@ -136,9 +136,10 @@ impl Agent {
         let mut services = Services::new(shutdown);
 
         if !listeners.http.is_empty() {
-            let stop = services.token();
+            let (stop, limits) = (services.token(), agent.config.connections.clone());
             services.spawn(async move {
-                if let Err(e) = crate::http::serve(serve_root, listeners.http, stop).await {
+                if let Err(e) = crate::http::serve(serve_root, listeners.http, &limits, stop).await
+                {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
             });
@@ -148,12 +149,11 @@ impl Agent {
             agent: agent.clone(),
         })
         .max_decoding_message_size(max_message);
-        let incoming = transport::tls_incoming(listeners.push, TlsAcceptor::from(tls));
+        let limits = agent.config.connections.clone();
+        let incoming = transport::tls_incoming(listeners.push, TlsAcceptor::from(tls), &limits);
         let stop = services.token();
         services.spawn(async move {
-            if let Err(e) = tonic::transport::Server::builder()
-                .initial_stream_window_size(8 << 20)
-                .initial_connection_window_size(16 << 20)
+            if let Err(e) = transport::grpc_server(&limits)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled())
                 .await

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use axum::Router;
 use axum::middleware;
+use hotpush_shared::limits::ConnLimits;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::ServeDir;
@@ -14,10 +15,11 @@ use tower_http::services::ServeDir;
 pub async fn serve(
     root: PathBuf,
     listeners: Vec<TcpListener>,
+    limits: &ConnLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .fallback_service(ServeDir::new(root))
         .layer(middleware::from_fn(hotpush_shared::daemon::access_log));
-    hotpush_shared::daemon::serve_http(app, listeners, "the served tree", shutdown).await
+    hotpush_shared::http::serve(app, listeners, "the served tree", limits, shutdown).await
 }

@@ -16,7 +16,7 @@ use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{PartialBlob, StoreError};
 use tokio::sync::mpsc;
 
-use crate::agent::Agent;
+use crate::agent::{Agent, Newest};
 use crate::failpoint::stage;
 use crate::selfcheck;
 use crate::swap::SwapError;
@@ -58,7 +58,9 @@ pub enum PushError {
     Blob(#[from] StoreError),
     #[error("protocol error: {0}")]
     Protocol(String),
-    #[error("superseded: version {newer} of {repo} was offered while {older} was in flight")]
+    #[error(
+        "superseded: a newer push of {repo} (version {newer}) arrived while version {older} was in flight"
+    )]
     Superseded {
         repo: RepoName,
         older: u64,
@@ -77,6 +79,16 @@ pub enum PushError {
     Swap(#[from] SwapError),
     #[error("blob {0} is being received by another push that did not let go")]
     Busy(Sha256Digest),
+    #[error("too many Offers are being read at once (max_unverified_offer_bytes); retry")]
+    OfferBudget,
+    #[error(
+        "the manifest declares {declared} bytes for blob {digest}, which this agent holds with {held} bytes"
+    )]
+    HeldSize {
+        digest: Sha256Digest,
+        declared: u64,
+        held: u64,
+    },
 }
 
 impl PushError {
@@ -85,6 +97,8 @@ impl PushError {
         use pb::RejectCode as C;
         match self {
             PushError::Verify(e) => e.code(),
+            PushError::HeldSize { .. } => C::RejectBadManifest,
+            PushError::OfferBudget => C::RejectBusy,
             PushError::ChunkTooLarge { .. } => C::RejectLimit,
             PushError::Blob(StoreError::Io { source, .. }) if is_disk_full(source) => C::RejectDisk,
             PushError::Blob(_) => C::RejectBadBlob,
@@ -117,10 +131,47 @@ fn ack_for(snapshot: &Snapshot, timings: Timings) -> Ack {
     }
 }
 
+/// How long a push waits for its share of the unverified-Offer budget.
+const OFFER_BUDGET_WAIT: Duration = Duration::from_secs(30);
+
 /// Free bytes on the filesystem holding `path`.
 fn free_bytes(path: &std::path::Path) -> Option<u64> {
     let st = rustix::fs::statvfs(path).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Refuses a push that would leave less than `min_free_bytes` free, after
+/// first reclaiming the partial blobs no push wants (abandoned pushes).
+fn check_disk(agent: &Agent, wanted: &[(Sha256Digest, u64)], need: u64) -> Result<(), PushError> {
+    let data_dir = &agent.config.data_dir;
+    let short = |free: u64| free < need.saturating_add(agent.config.min_free_bytes);
+    let Some(mut free) = free_bytes(data_dir) else {
+        return Ok(());
+    };
+    if short(free) {
+        let keep: HashSet<Sha256Digest> = wanted.iter().map(|(d, _)| *d).collect();
+        let (files, bytes) = agent
+            .tree
+            .store
+            .reclaim_tmp(Duration::ZERO, |d| keep.contains(d) || agent.is_claimed(d));
+        if files > 0 {
+            tracing::info!(
+                files,
+                bytes,
+                "disk short: reclaimed partial blobs no push wants"
+            );
+            free = free_bytes(data_dir).unwrap_or(free);
+        }
+    }
+    if short(free) {
+        return Err(PushError::DiskFull {
+            path: data_dir.display().to_string(),
+            need,
+            reserve: agent.config.min_free_bytes,
+            free,
+        });
+    }
+    Ok(())
 }
 
 /// Runs one push to completion, sending the outcome on `out`.
@@ -141,14 +192,28 @@ where
             let repo = ack.repo.clone();
             let _ = out.send(Outbound::Ack(ack)).await;
             // Garbage collection after the ack: it never delays a publish.
-            let collected =
-                tokio::task::spawn_blocking(move || agent.tree.collect_garbage(&repo)).await;
+            let collected = tokio::task::spawn_blocking(move || {
+                let collected = agent.tree.collect_garbage(&repo);
+                let (files, bytes) = agent
+                    .tree
+                    .store
+                    .reclaim_tmp(agent.config.retain_partials_for, |d| agent.is_claimed(d));
+                if files > 0 {
+                    tracing::info!(
+                        files,
+                        bytes,
+                        "reclaimed partial blobs past retain_partials_for"
+                    );
+                }
+                collected
+            })
+            .await;
             if let Ok(Err(e)) = collected {
                 tracing::warn!(error = %e, "garbage collection failed");
             }
         }
         Ok(None) => tracing::info!(
-            "push stream closed by the origin before Commit; partial blobs kept for resume"
+            "push ended before Commit (stream closed, or idle past push_idle_timeout_secs); partial blobs kept for resume"
         ),
         Err(e) => {
             tracing::warn!(code = ?e.code(), reason = %e, "push refused");
@@ -186,6 +251,21 @@ fn installed(agent: &Agent, repo: &RepoName) -> Result<Option<crate::state::Inst
     Ok(agent.tree.state.current(repo).map_err(SwapError::from)?)
 }
 
+/// The next message, or `None` when the stream ended or stayed silent past
+/// `idle`: a partition without a reset must not hold a blob claim forever.
+async fn next_within<S>(inbound: &mut S, idle: Duration) -> Option<Inbound>
+where
+    S: Stream<Item = Inbound> + Unpin,
+{
+    match tokio::time::timeout(idle, inbound.next()).await {
+        Ok(msg) => msg,
+        Err(_) => {
+            tracing::warn!(idle_secs = idle.as_secs(), "push idle too long: ending it");
+            None
+        }
+    }
+}
+
 async fn session<S>(
     agent: &Agent,
     inbound: &mut S,
@@ -194,8 +274,21 @@ async fn session<S>(
 where
     S: Stream<Item = Inbound> + Unpin,
 {
+    let idle = Duration::from_secs(agent.config.connections.push_idle_timeout_secs.max(1));
+    // Reading an Offer may buffer a manifest-sized message: charge the
+    // shared budget before reading, give it back once verified.
+    let budget = tokio::time::timeout(
+        OFFER_BUDGET_WAIT,
+        agent
+            .offer_budget
+            .clone()
+            .acquire_many_owned(agent.offer_cost_kib()),
+    )
+    .await
+    .map_err(|_| PushError::OfferBudget)?
+    .map_err(|_| PushError::OfferBudget)?;
     let started = Instant::now();
-    let offer = match inbound.next().await {
+    let offer = match next_within(inbound, idle).await {
         None => return Ok(None),
         Some(Inbound::Offer(offer)) => offer,
         Some(Inbound::Malformed(why)) => return Err(PushError::Protocol(why)),
@@ -212,36 +305,45 @@ where
             None
         })
     });
+    drop(budget);
     if let Some(e) = state_error {
         return Err(e);
     }
-    let snapshot = match verdict? {
+    let (snapshot, installed_now) = match verdict? {
         Verdict::AlreadyLive(s) => return Ok(Some(ack_for(&s, Timings::default()))),
-        Verdict::Install(s) => s,
+        Verdict::Install {
+            snapshot,
+            installed,
+        } => (snapshot, installed),
     };
     let verify_ms = started.elapsed().as_millis() as u64;
     let (repo, version) = (snapshot.repo().clone(), snapshot.version());
     tracing::info!(%repo, version, entries = snapshot.manifest.entries.len(), "offer verified");
 
-    // A newer offer for this repo stops older pushes still in flight.
-    let offered = agent
-        .offered
+    // The newest push of this repo wins: an older version, or an earlier
+    // push of this version that stalled, stops and lets go of its blob.
+    let newest = agent
+        .newest
         .get(&repo)
         .ok_or_else(|| PushError::Protocol("repo not configured".into()))?;
-    offered.send_if_modified(|latest| {
-        let newer = version > *latest;
-        if newer {
-            *latest = version;
+    let me = Newest {
+        version,
+        push: agent.push_number(),
+    };
+    newest.send_if_modified(|n| {
+        let take = version >= n.version;
+        if take {
+            *n = me;
         }
-        newer
+        take
     });
-    let mut superseded = offered.subscribe();
-    let check_superseded = |latest: u64| {
-        if latest > version {
+    let mut superseded = newest.subscribe();
+    let check_superseded = |n: Newest| {
+        if n != me {
             Err(PushError::Superseded {
                 repo: repo.clone(),
                 older: version,
-                newer: latest,
+                newer: n.version,
             })
         } else {
             Ok(())
@@ -249,33 +351,42 @@ where
     };
     check_superseded(*superseded.borrow())?;
 
-    // Blobs to fetch, and where each resumes.
+    // Blobs to fetch, and where each resumes. Paths the live snapshot
+    // already serves with the same content were checked when it was
+    // installed: only what changed is looked at (repodata is rebuilt
+    // from the store on every swap, so its blobs are always checked).
     let store = &agent.tree.store;
+    let live: HashMap<&str, (Sha256Digest, u64)> = installed_now
+        .iter()
+        .flat_map(|i| i.snapshot.manifest.entries.iter())
+        .map(|e| (e.path.as_str(), (e.sha256, e.size)))
+        .collect();
     let mut sizes: HashMap<Sha256Digest, u64> = HashMap::new();
     for e in &snapshot.manifest.entries {
-        sizes.insert(e.sha256, e.size);
-        // No chunk ever carries an empty file: store it here, after verification.
-        if e.size == 0 && !store.has(&e.sha256) {
-            tokio::task::block_in_place(|| store.import_bytes(b""))?;
+        if e.is_repodata() || live.get(e.path.as_str()) != Some(&(e.sha256, e.size)) {
+            sizes.insert(e.sha256, e.size);
         }
     }
-    let wanted: Vec<(Sha256Digest, u64)> = sizes
-        .iter()
-        .filter(|(d, _)| !store.has(d))
-        .map(|(d, size)| (*d, store.partial_len(d).min(*size)))
-        .collect();
-    let need: u64 = wanted.iter().map(|(d, off)| sizes[d] - off).sum();
-    let data_dir = &agent.config.data_dir;
-    if let Some(free) = free_bytes(data_dir)
-        && free < need.saturating_add(agent.config.min_free_bytes)
-    {
-        return Err(PushError::DiskFull {
-            path: data_dir.display().to_string(),
-            need,
-            reserve: agent.config.min_free_bytes,
-            free,
-        });
+    let mut wanted: Vec<(Sha256Digest, u64)> = Vec::new();
+    for (digest, &size) in &sizes {
+        match store.blob_len(digest) {
+            Some(held) if held == size => {}
+            Some(held) => {
+                return Err(PushError::HeldSize {
+                    digest: *digest,
+                    declared: size,
+                    held,
+                });
+            }
+            // No chunk ever carries an empty file: store it here, after verification.
+            None if size == 0 => {
+                tokio::task::block_in_place(|| store.import_bytes(b""))?;
+            }
+            None => wanted.push((*digest, store.partial_len(digest).min(size))),
+        }
     }
+    let need: u64 = wanted.iter().map(|(d, off)| sizes[d] - off).sum();
+    check_disk(agent, &wanted, need)?;
     let mut pending: HashSet<Sha256Digest> = wanted.iter().map(|(d, _)| *d).collect();
     tracing::info!(%repo, version, blobs = wanted.len(), bytes = need, "wanting blobs");
     if out.send(Outbound::Want(wanted)).await.is_err() {
@@ -287,7 +398,7 @@ where
     let mut current: Option<(PartialBlob, Claim<'_>)> = None;
     loop {
         let msg = tokio::select! {
-            msg = inbound.next() => msg,
+            msg = next_within(inbound, idle) => msg,
             Ok(()) = superseded.changed() => {
                 check_superseded(*superseded.borrow())?;
                 continue;

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use hotpush_shared::Limits;
 use hotpush_shared::manifest::RepoName;
+use hotpush_shared::relpath::RelPath;
 use hotpush_shared::snapshot::{Snapshot, SnapshotError};
 use hotpush_shared::store::sync_dir;
 
@@ -174,6 +175,61 @@ impl StateDir {
     /// Drops a staged manifest whose swap never happened.
     pub fn unstage(&self, repo: &RepoName) -> Result<(), StateError> {
         let path = self.new_path(repo);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn journal_path(&self, repo: &RepoName) -> PathBuf {
+        self.dir.join(format!("{}.placing", repo.file_stem()))
+    }
+
+    /// S1's journal: the package paths a swap to `version` is about to
+    /// place, durable before the first is placed.
+    pub fn write_journal<'a>(
+        &self,
+        repo: &RepoName,
+        version: u64,
+        paths: impl Iterator<Item = &'a str>,
+    ) -> Result<(), StateError> {
+        let path = self.journal_path(repo);
+        let mut text = format!("{version}\n");
+        for p in paths {
+            text.push_str(p);
+            text.push('\n');
+        }
+        let mut f = fs::File::create(&path).map_err(io_err("create", &path))?;
+        f.write_all(text.as_bytes())
+            .map_err(io_err("write", &path))?;
+        f.sync_all().map_err(io_err("fsync", &path))?;
+        sync_dir(&self.dir).map_err(io_err("fsync", &self.dir))
+    }
+
+    /// The journal of an unfinished swap: its version and paths.
+    pub fn journal(&self, repo: &RepoName) -> Result<Option<(u64, Vec<String>)>, StateError> {
+        let path = self.journal_path(repo);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        let mut lines = text.lines();
+        let Some(version) = lines.next().and_then(|v| v.parse().ok()) else {
+            // A journal cut short by a crash before its fsync: nothing was placed yet.
+            return Ok(None);
+        };
+        // Only paths that pass the manifest rules are ever written here.
+        let paths = lines
+            .filter(|p| RelPath::new(p, usize::MAX).is_ok())
+            .map(str::to_owned)
+            .collect();
+        Ok(Some((version, paths)))
+    }
+
+    /// Removes the journal once its swap finished or was undone.
+    pub fn clear_journal(&self, repo: &RepoName) -> Result<(), StateError> {
+        let path = self.journal_path(repo);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
             _ => Ok(()),

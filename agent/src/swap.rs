@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use hotpush_shared::Sha256Digest;
-use hotpush_shared::manifest::RepoName;
+use hotpush_shared::manifest::{Entry, RepoName};
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{BlobStore, sync_dir};
 
@@ -36,6 +36,8 @@ use crate::state::{Installed, StateDir, StateError, io_err, within};
 const VERSIONS_DIR: &str = ".repodata";
 /// The symlink clients go through.
 const REPODATA_LINK: &str = "repodata";
+/// The new symlink's name before it is renamed over [`REPODATA_LINK`].
+const LINK_TMP: &str = ".repodata.link-tmp";
 
 /// Why a swap failed. The old snapshot is still live whenever this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +75,27 @@ impl Tree {
 
     /// Puts `snapshot` live, diffing against the current snapshot (only
     /// what changed is touched) and carrying over the repodata files of the
-    /// snapshots still inside `retain_for`.
+    /// snapshots still inside `retain_for`. If it fails before the flip,
+    /// what it placed is removed again: the served tree is as it was.
     pub fn install(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
+        let repo = snapshot.repo();
+        let result = self.install_steps(snapshot);
+        match &result {
+            Ok(()) => self.state.clear_journal(repo)?,
+            Err(e) => {
+                tracing::warn!(%repo, version = snapshot.version(), error = %e, "swap failed: removing what it placed");
+                match self.undo_unflipped(repo) {
+                    Ok(()) => self.state.clear_journal(repo)?,
+                    Err(undo) => {
+                        tracing::warn!(%repo, error = %undo, "could not remove what the failed swap placed; the next start retries")
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn install_steps(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
         let manifest = &snapshot.manifest;
         let repo = &manifest.repo;
         let repo_dir = self.repo_dir(repo);
@@ -89,18 +110,28 @@ impl Tree {
             .collect();
 
         stage("swap::start");
-        // S1. Packages, skipping those already live with the same content.
+        // S1. Packages, skipping those already live with the same content
+        // (the live tree is trusted here; `hotpush-agent verify` re-checks
+        // it). What will be placed is journalled first, so that a failed or
+        // interrupted swap can take it away again.
         let live: HashMap<&str, Sha256Digest> = current
             .iter()
             .flat_map(|c| c.snapshot.manifest.entries.iter())
             .map(|e| (e.path.as_str(), e.sha256))
             .collect();
+        let to_place: Vec<&Entry> = manifest
+            .entries
+            .iter()
+            .filter(|e| !e.is_repodata() && live.get(e.path.as_str()) != Some(&e.sha256))
+            .collect();
+        self.state.write_journal(
+            repo,
+            manifest.version,
+            to_place.iter().map(|e| e.path.as_str()),
+        )?;
         let mut touched_dirs = BTreeSet::new();
-        for e in manifest.entries.iter().filter(|e| !e.is_repodata()) {
+        for e in to_place {
             let dest = repo_dir.join(e.path.as_str());
-            if live.get(e.path.as_str()) == Some(&e.sha256) && dest.is_file() {
-                continue;
-            }
             self.place(&e.sha256, e.path.as_str(), &dest)?;
             stage("swap::placed_package");
             touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
@@ -205,7 +236,7 @@ impl Tree {
         {
             return Err(SwapError::NotALink(link));
         }
-        let tmp = repo_dir.join(".repodata.link-tmp");
+        let tmp = repo_dir.join(LINK_TMP);
         let _ = fs::remove_file(&tmp);
         symlink(format!("{VERSIONS_DIR}/{version}"), &tmp).map_err(io_err("symlink", &tmp))?;
         fs::rename(&tmp, &link).map_err(io_err("rename", &link))?;
@@ -241,6 +272,54 @@ impl Tree {
                 self.state.unstage(repo)?;
             }
         }
+        self.undo_unflipped(repo)?;
+        self.state.clear_journal(repo)?;
+        Ok(())
+    }
+
+    /// Takes away what a swap that never flipped placed: its journalled
+    /// package paths that no kept snapshot serves, its temporary names, its
+    /// repodata directory and its staged manifest. Nothing when the swap
+    /// did flip (its files are live) or when there is no journal.
+    fn undo_unflipped(&self, repo: &RepoName) -> Result<(), SwapError> {
+        let Some((version, paths)) = self.state.journal(repo)? else {
+            return Ok(());
+        };
+        if self.live_version(repo) == Some(version) {
+            return Ok(());
+        }
+        let repo_dir = self.repo_dir(repo);
+        let kept: HashSet<String> = self
+            .state
+            .current(repo)?
+            .into_iter()
+            .chain(self.state.retained(repo)?)
+            .flat_map(|i| i.snapshot.manifest.entries.into_iter())
+            .map(|e| e.path.to_string())
+            .collect();
+        let mut removed = 0usize;
+        for path in &paths {
+            let dest = repo_dir.join(path);
+            if let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) {
+                let _ =
+                    fs::remove_file(dir.join(format!(".{}.hotpush-tmp", name.to_string_lossy())));
+            }
+            if !kept.contains(path) && fs::remove_file(&dest).is_ok() {
+                removed += 1;
+            }
+        }
+        let versions = repo_dir.join(VERSIONS_DIR);
+        for dir in [
+            versions.join(format!("{version}.building")),
+            versions.join(version.to_string()),
+        ] {
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
+            }
+        }
+        let _ = fs::remove_file(repo_dir.join(LINK_TMP));
+        self.state.unstage(repo)?;
+        tracing::info!(%repo, version, removed, "removed what an unfinished swap had placed");
         Ok(())
     }
 
@@ -463,5 +542,105 @@ mod tests {
         f.tree.flip(&f.tree.repo_dir(&repo), 2).unwrap();
         f.tree.recover(&repo).unwrap();
         assert_eq!(f.tree.state.current(&repo).unwrap().unwrap().version(), 2);
+    }
+
+    #[test]
+    fn a_failed_swap_takes_away_what_it_placed() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let s1 = snapshot(
+            &f,
+            1,
+            &[("repodata/repomd.xml", "v1"), ("Packages/a.rpm", "a")],
+        );
+        f.tree.install(&s1).unwrap();
+        // v2 places b.rpm, then fails on c.rpm, whose blob is gone.
+        let s2 = snapshot(
+            &f,
+            2,
+            &[
+                ("repodata/repomd.xml", "v2"),
+                ("Packages/a.rpm", "a"),
+                ("Packages/b.rpm", "b"),
+                ("Packages/c.rpm", "c"),
+            ],
+        );
+        let c = s2
+            .manifest
+            .entries
+            .iter()
+            .find(|e| e.path == "Packages/c.rpm")
+            .unwrap();
+        f.tree.store.remove(&c.sha256).unwrap();
+        assert!(matches!(
+            f.tree.install(&s2),
+            Err(SwapError::MissingBlob { .. })
+        ));
+        assert_eq!(
+            read(&f, "Packages/b.rpm"),
+            None,
+            "placed by the failed swap"
+        );
+        assert_eq!(
+            read(&f, "Packages/a.rpm").as_deref(),
+            Some("a"),
+            "still live"
+        );
+        assert_eq!(read(&f, "repodata/repomd.xml").as_deref(), Some("v1"));
+        let leftovers: Vec<String> = walk(&f.tree.repo_dir(&repo))
+            .into_iter()
+            .filter(|p| {
+                p.contains("hotpush-tmp") || p.contains(".repodata/2") || p.contains("link-tmp")
+            })
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert!(f.tree.state.journal(&repo).unwrap().is_none());
+        assert!(f.tree.state.staged(&repo).unwrap().is_none());
+    }
+
+    #[test]
+    fn start_up_takes_away_what_a_crashed_swap_placed() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let s1 = snapshot(
+            &f,
+            1,
+            &[("repodata/repomd.xml", "v1"), ("Packages/a.rpm", "a")],
+        );
+        f.tree.install(&s1).unwrap();
+        // A crash after S1 placed b.rpm (journalled) and left a temporary name.
+        let dir = f.tree.repo_dir(&repo);
+        f.tree
+            .state
+            .write_journal(&repo, 2, ["Packages/b.rpm", "Packages/a.rpm"].into_iter())
+            .unwrap();
+        fs::write(dir.join("Packages/b.rpm"), "b").unwrap();
+        fs::write(dir.join("Packages/.c.rpm.hotpush-tmp"), "c").unwrap();
+        fs::create_dir_all(dir.join(".repodata/2.building")).unwrap();
+        f.tree.recover(&repo).unwrap();
+        assert_eq!(read(&f, "Packages/b.rpm"), None);
+        assert_eq!(
+            read(&f, "Packages/a.rpm").as_deref(),
+            Some("a"),
+            "v1 serves it"
+        );
+        assert!(!dir.join(".repodata/2.building").exists());
+        assert!(f.tree.state.journal(&repo).unwrap().is_none());
+    }
+
+    /// Every entry under `dir`, relative, hidden ones included.
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out
     }
 }

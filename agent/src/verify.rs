@@ -86,8 +86,12 @@ impl VerifyError {
 /// What to do with a verified offer.
 #[derive(Debug)]
 pub enum Verdict {
-    /// Newer than what is installed: receive and install it.
-    Install(Snapshot),
+    /// Newer than what is installed (`installed`, if anything): receive and
+    /// install it.
+    Install {
+        snapshot: Snapshot,
+        installed: Option<Installed>,
+    },
     /// Exactly this snapshot is live already: ack at once (idempotent re-push).
     AlreadyLive(Snapshot),
 }
@@ -130,7 +134,8 @@ pub fn verify_offer(
     }
     // 5. Not older than what is installed, and not other content under the
     //    same version (rollback and replay).
-    if against_installed(&snapshot, installed(&repo).as_ref())? == Freshness::Same {
+    let installed = installed(&repo);
+    if against_installed(&snapshot, installed.as_ref())? == Freshness::Same {
         return Ok(Verdict::AlreadyLive(snapshot));
     }
     // 6. Not expired: an old manifest may not be installed (freeze attacks).
@@ -143,7 +148,10 @@ pub fn verify_offer(
             now,
         });
     }
-    Ok(Verdict::Install(snapshot))
+    Ok(Verdict::Install {
+        snapshot,
+        installed,
+    })
 }
 
 /// How an offered snapshot compares with the installed one.

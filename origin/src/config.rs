@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hotpush_shared::Limits;
 use hotpush_shared::identity::PeerId;
+use hotpush_shared::limits::ConnLimits;
 use serde::Deserialize;
 
 /// How long a signed manifest may be installed: long enough for an agent
@@ -41,6 +42,8 @@ struct RawConfig {
     publishers: Vec<RawPublisher>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    connections: ConnLimits,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +87,8 @@ pub struct Config {
     /// Who may connect to `control_listen`, by pinned TLS id.
     pub publishers: Vec<Publisher>,
     pub limits: Limits,
+    /// Bounds on connections, handshakes, streams and idle time.
+    pub connections: ConnLimits,
 }
 
 impl Config {
@@ -141,6 +146,7 @@ impl Config {
                     .unwrap_or(DEFAULT_MANIFEST_LIFETIME_SECS),
             ),
             limits: raw.limits,
+            connections: raw.connections,
         })
     }
 }

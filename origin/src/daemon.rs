@@ -11,7 +11,7 @@ use hotpush_shared::daemon::{BindError, Services, bind_all};
 use hotpush_shared::identity::{Identity, IdentityError, PinnedVerifier, server_config};
 use hotpush_shared::sign::{SignError, SigningKey};
 use hotpush_shared::store::{BlobStore, StoreError};
-use hotpush_shared::transport::tls_incoming;
+use hotpush_shared::transport::{grpc_server, tls_incoming};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -124,8 +124,9 @@ async fn serve_control<S, IO, E>(
         + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let limits = origin.config.connections.clone();
     let control = ControlServer::new(ControlService { origin });
-    if let Err(e) = tonic::transport::Server::builder()
+    if let Err(e) = grpc_server(&limits)
         .add_service(control)
         .serve_with_incoming_shutdown(incoming, stop.cancelled())
         .await
@@ -174,6 +175,7 @@ impl Origin {
             let incoming = tls_incoming(
                 listeners.remote_control,
                 tokio_rustls::TlsAcceptor::from(tls),
+                &origin.config.connections,
             );
             services.spawn(serve_control(
                 origin.clone(),

@@ -52,8 +52,15 @@ pub async fn serve(
     listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    hotpush_shared::daemon::serve_http(router(origin), listeners, "metalink and status", shutdown)
-        .await
+    let limits = origin.config.connections.clone();
+    hotpush_shared::http::serve(
+        router(origin),
+        listeners,
+        "metalink and status",
+        &limits,
+        shutdown,
+    )
+    .await
 }
 
 /// `GET /metalink?repo=<repo>&arch=<arch>`, MirrorManager's form; other

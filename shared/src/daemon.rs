@@ -1,20 +1,62 @@
-//! What both daemons do the same way: logging, shutdown on SIGINT/SIGTERM,
-//! and serving an HTTP router on several addresses.
+//! What both daemons do the same way: logging, exit codes, shutdown on
+//! SIGINT/SIGTERM, binding listeners, and the set of running services.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a terminal.
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only
+/// on a terminal. Every line goes through [`OneLine`], so no value a peer
+/// sent (a repo name, a path, a reason) can start a forged line.
 pub fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| OneLine(std::io::stderr()))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+}
+
+/// A writer for one formatted log event: control characters other than the
+/// event's final newline (and the escape that starts a colour code) are
+/// written as `\xNN`, so an event is always exactly one line.
+pub struct OneLine<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        if !body.iter().any(|&b| is_escaped(b)) {
+            return self.0.write_all(buf);
+        }
+        let mut out = Vec::with_capacity(buf.len() + 16);
+        for &b in body {
+            if is_escaped(b) {
+                out.extend_from_slice(format!("\\x{b:02x}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        if body.len() < buf.len() {
+            out.push(b'\n');
+        }
+        self.0.write_all(&out)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Control characters a log line must not carry raw (ESC stays: colours).
+fn is_escaped(b: u8) -> bool {
+    (b < 0x20 && b != b'\t' && b != 0x1b) || b == 0x7f
 }
 
 /// An error and its causes on one line, each cause once (messages often
@@ -38,6 +80,42 @@ pub fn describe_chain(
         source = cause.source();
     }
     text
+}
+
+/// A cap on log lines for events a peer can repeat at will (refused
+/// handshakes, say): the lines over it are counted, and the count goes into
+/// the next line that is written.
+#[derive(Debug)]
+pub struct LogThrottle {
+    max_per_second: u32,
+    /// (start of the current second, lines in it, lines suppressed since the last one written)
+    state: std::sync::Mutex<(std::time::Instant, u32, u64)>,
+}
+
+impl LogThrottle {
+    /// At most `max_per_second` lines a second.
+    pub fn per_second(max_per_second: u32) -> Self {
+        Self {
+            max_per_second,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 0, 0)),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be written now.
+    pub fn allow(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if now.duration_since(s.0) >= std::time::Duration::from_secs(1) {
+            s.0 = now;
+            s.1 = 0;
+        }
+        if s.1 >= self.max_per_second {
+            s.2 += 1;
+            return None;
+        }
+        s.1 += 1;
+        Some(std::mem::take(&mut s.2))
+    }
 }
 
 /// Exit code for a config that does not load (sysexits EX_CONFIG).
@@ -126,31 +204,6 @@ pub async fn access_log(
     response
 }
 
-/// Serves `app` on every listener until `shutdown` (or one fails).
-pub async fn serve_http(
-    app: axum::Router,
-    listeners: Vec<tokio::net::TcpListener>,
-    what: &'static str,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving {what} over HTTP");
-        }
-        let stop = shutdown.clone();
-        tasks.spawn(
-            axum::serve(listener, app.clone())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .into_future(),
-        );
-    }
-    while let Some(done) = tasks.join_next().await {
-        done.map_err(std::io::Error::other)??;
-    }
-    Ok(())
-}
-
 /// Binds every address (dual-stack for `[::]`), naming the one that fails.
 pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, BindError> {
     addrs
@@ -165,4 +218,23 @@ pub fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, Bi
 pub struct BindError {
     pub addr: SocketAddr,
     pub source: std::io::Error,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_log_event_is_always_one_line() {
+        let mut w = OneLine(Vec::new());
+        w.write_all(b"WARN metalink not served repo=x\r\nINFO forged line\n")
+            .unwrap();
+        w.write_all(b"INFO plain\n").unwrap();
+        assert_eq!(
+            String::from_utf8(w.0).unwrap(),
+            "WARN metalink not served repo=x\\x0d\\x0aINFO forged line\nINFO plain\n"
+        );
+    }
 }

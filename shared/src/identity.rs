@@ -21,6 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use crate::daemon::LogThrottle;
 use crate::digest::Sha256Digest;
 
 /// Why an identity could not be made, loaded or used.
@@ -199,6 +200,8 @@ pub struct PinnedVerifier {
     algorithms: WebPkiSupportedAlgorithms,
     /// "agent" or "origin", for log lines.
     role: &'static str,
+    /// Anyone can present a certificate: refusals are logged, not without bound.
+    log: LogThrottle,
 }
 
 impl PinnedVerifier {
@@ -208,6 +211,7 @@ impl PinnedVerifier {
             allowed: allowed.into_iter().collect(),
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
             role,
+            log: LogThrottle::per_second(20),
         }
     }
 
@@ -216,7 +220,9 @@ impl PinnedVerifier {
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let id = PeerId(Sha256Digest::of(parsed.tbs_certificate.subject_pki.raw));
         if !self.allowed.contains(&id) {
-            tracing::warn!(peer_id = %id, "refused TLS {}: id is not pinned in the config", self.role);
+            if let Some(more) = self.log.allow() {
+                tracing::warn!(peer_id = %id, more, "refused TLS {}: id is not pinned in the config", self.role);
+            }
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,
             ));

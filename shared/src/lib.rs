@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`ack`]: an agent's acknowledgement and its public-URL check.
+//! - [`admission`]: caps on open connections, oldest idle closed first.
 //! - [`clock`]: Unix seconds, read one way.
 //! - [`config`]: TOML config parsing and errors shared by both daemons.
 //! - [`daemon`]: logging, shutdown and HTTP serving shared by both daemons.
@@ -17,16 +18,19 @@
 //!   the origin and, for relays, by agents.
 //! - [`sign`]: ed25519 signing keys, trusted keys, signature checks.
 //! - [`store`]: the content-addressed blob store (`objects/`, `tmp/`).
+//! - [`http`]: the bounded HTTP server both daemons run.
 //! - [`identity`]: TLS identities pinned by SPKI fingerprint, rustls configs.
 //! - [`repo`]: repodata (repomd.xml, primary) parsing and repo validation.
 //! - [`metalink`]: the MirrorManager-format metalink writer and parser.
 //! - [`transport`]: dual-stack listeners, TLS accept loops and gRPC channels.
 
 pub mod ack;
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod digest;
+pub mod http;
 pub mod identity;
 pub mod limits;
 pub mod manifest;

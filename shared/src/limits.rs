@@ -43,3 +43,75 @@ impl Default for Limits {
         }
     }
 }
+
+/// Bounds on what peers can make a daemon hold open: connections, TLS
+/// handshakes, HTTP/2 streams, unverified Offer bytes, idle time. Set under
+/// `[connections]` in either config; `doctor` checks them against the
+/// process's descriptor limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnLimits {
+    /// Open HTTP connections (metalink, status, the built-in file server).
+    /// A dnf client holds one for a few milliseconds; 4,096 leaves room for
+    /// a flood of clients while staying far under a 65,536-descriptor limit.
+    pub max_http_connections: usize,
+    /// HTTP connections from one address (one /64 for IPv6): enough for a
+    /// large NAT, far too few for one host to fill the server.
+    pub max_http_connections_per_address: usize,
+    /// Seconds a client may take to send a request's headers, or to start
+    /// the next request on a kept-alive connection. dnf sends its headers at
+    /// once; 10 s forgives slow links and sheds idle connections.
+    pub http_header_timeout_secs: u64,
+    /// TLS handshakes under way at once on a push or control port.
+    pub max_tls_handshakes: usize,
+    /// TLS handshakes under way from one address (one /64 for IPv6).
+    pub max_tls_handshakes_per_address: usize,
+    /// Seconds a peer may take to finish the TLS handshake: a real one takes
+    /// a few round trips.
+    pub tls_handshake_timeout_secs: u64,
+    /// Established mutual-TLS connections per pinned peer id; a new one
+    /// closes that peer's oldest (a restarted origin gets in at once).
+    pub max_connections_per_peer: usize,
+    /// Concurrent HTTP/2 streams per connection: a push per repo, and Status.
+    pub max_streams_per_connection: u32,
+    /// Bytes of Offers being read before their signature is checked, in
+    /// total over every connection and stream (each Offer is charged the
+    /// manifest size limit). 48 MiB: three full-size manifests at once.
+    pub max_unverified_offer_bytes: usize,
+    /// Seconds a push may go without a message before the agent ends it and
+    /// lets go of its partial blob (kept for resume): an honest origin sends
+    /// a chunk at least every few seconds; a partition without a reset does not.
+    pub push_idle_timeout_secs: u64,
+    /// Descriptors kept free for the daemon's own files (blobs, the served
+    /// tree, SQLite): connection caps never eat into these.
+    pub reserved_fds: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_http_connections: 4096,
+            max_http_connections_per_address: 256,
+            http_header_timeout_secs: 10,
+            max_tls_handshakes: 256,
+            max_tls_handshakes_per_address: 32,
+            tls_handshake_timeout_secs: 5,
+            max_connections_per_peer: 4,
+            max_streams_per_connection: 16,
+            max_unverified_offer_bytes: 48 << 20,
+            push_idle_timeout_secs: 60,
+            reserved_fds: 512,
+        }
+    }
+}
+
+impl ConnLimits {
+    /// Descriptors these caps may use at once, plus the reserve: what
+    /// `LimitNOFILE` must allow. `peers` is how many pinned peers may connect.
+    pub fn descriptors_needed(&self, peers: usize) -> usize {
+        self.max_http_connections
+            + self.max_tls_handshakes
+            + self.max_connections_per_peer * peers.max(1)
+            + self.reserved_fds
+    }
+}

@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+use std::time::{Duration, SystemTime};
 
 use crate::digest::{HashingWriter, Sha256Digest};
 
@@ -54,6 +55,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// An import temporary this old belongs to no import still running.
+pub const IMPORT_TMP_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// Fsyncs a directory so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -85,6 +89,14 @@ impl BlobStore {
     /// True when the verified blob is present.
     pub fn has(&self, digest: &Sha256Digest) -> bool {
         self.path(digest).is_file()
+    }
+
+    /// The length of the verified blob, when present (one `stat`).
+    pub fn blob_len(&self, digest: &Sha256Digest) -> Option<u64> {
+        fs::metadata(self.path(digest))
+            .ok()
+            .filter(fs::Metadata::is_file)
+            .map(|m| m.len())
     }
 
     fn partial_path(&self, digest: &Sha256Digest) -> PathBuf {
@@ -233,6 +245,40 @@ impl BlobStore {
     /// Drops a partial blob.
     pub fn discard_partial(&self, digest: &Sha256Digest) {
         let _ = fs::remove_file(self.partial_path(digest));
+    }
+
+    /// Reclaims `tmp/`: partial blobs last written more than `older_than`
+    /// ago for which `keep` is false, and import temporaries older than
+    /// [`IMPORT_TMP_MAX_AGE`] (a crashed import). Returns (files, bytes).
+    pub fn reclaim_tmp(
+        &self,
+        older_than: Duration,
+        keep: impl Fn(&Sha256Digest) -> bool,
+    ) -> (usize, u64) {
+        let Ok(entries) = fs::read_dir(&self.tmp) else {
+            return (0, 0);
+        };
+        let now = SystemTime::now();
+        let age = |m: &fs::Metadata| {
+            m.modified()
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO)
+        };
+        let (mut files, mut bytes) = (0, 0);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            let stale = match name.strip_suffix(".part").map(str::parse::<Sha256Digest>) {
+                Some(Ok(digest)) => !keep(&digest) && age(&meta) >= older_than,
+                _ => name.starts_with("import-") && age(&meta) >= IMPORT_TMP_MAX_AGE,
+            };
+            if stale && fs::remove_file(e.path()).is_ok() {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+        (files, bytes)
     }
 }
 

@@ -2,24 +2,30 @@
 //! that verifies peers with our own pinned verifier (tonic's built-in TLS
 //! only knows CAs), gRPC channels over pinned TLS, and the local Unix socket.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 
+use crate::admission::{Gate, Pass, PerKey, address_key};
+use crate::daemon::LogThrottle;
 use crate::identity::PeerId;
-
-/// How long a peer may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::limits::ConnLimits;
 
 /// Binds a TCP listener. `[::]:port` accepts IPv4 and IPv6 alike (dual
 /// stack, whatever the host's `bindv6only` says).
@@ -37,43 +43,178 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Accepts TCP connections on every listener and completes the TLS
-/// handshake off the accept loop, yielding only verified streams. Refusals
-/// are logged (the verifier has already named the fingerprint).
+/// handshake off the accept loop, yielding only verified streams, within
+/// `limits`: handshakes are capped in total and per address (the oldest
+/// pending one makes room for a new one), time out after
+/// `tls_handshake_timeout_secs`, and each pinned peer holds at most
+/// `max_connections_per_peer` established connections (a new one closes
+/// its oldest). Refusals are logged, at most once a second.
 pub fn tls_incoming(
     listeners: Vec<TcpListener>,
     acceptor: TlsAcceptor,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+    limits: &ConnLimits,
+) -> ReceiverStream<Result<Guarded<TlsStream<TcpStream>>, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
+    let handshakes = Gate::new(
+        limits.max_tls_handshakes,
+        limits.max_tls_handshakes_per_address,
+        PerKey::Refuse,
+    );
+    // Only pinned peers get here, so the total is peers × per-peer.
+    let peers = Gate::new(
+        usize::MAX,
+        limits.max_connections_per_peer,
+        PerKey::EvictOldest,
+    );
+    let timeout = Duration::from_secs(limits.tls_handshake_timeout_secs.max(1));
+    let throttle = Arc::new(LogThrottle::per_second(1));
     for listener in listeners {
         let (tx, acceptor) = (tx.clone(), acceptor.clone());
+        let (handshakes, peers, throttle) = (handshakes.clone(), peers.clone(), throttle.clone());
         tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
+                let (tcp, addr) = tokio::select! {
+                    _ = tx.closed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // EMFILE and friends: back off, the descriptors come back.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let Ok(pass) = handshakes.admit(address_key(addr.ip())) else {
+                    if let Some(more) = throttle.allow() {
+                        tracing::warn!(%addr, more, "refused a TLS connection: too many handshakes from this address");
                     }
+                    continue;
                 };
                 let _ = tcp.set_nodelay(true);
                 let (conn_tx, acceptor) = (tx.clone(), acceptor.clone());
+                let (peers, throttle) = (peers.clone(), throttle.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = conn_tx.send(Ok(tls)).await;
+                    let evicted = pass.evicted();
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(timeout, acceptor.accept(tcp)) => done,
+                        _ = evicted.cancelled() => return,
+                    };
+                    drop(pass);
+                    let tls = match handshake {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            if let Some(more) = throttle.allow() {
+                                tracing::warn!(%addr, error = %e, more, "TLS handshake refused");
+                            }
+                            return;
                         }
-                        Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
-                        Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
-                    }
+                        Err(_) => {
+                            tracing::debug!(%addr, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let peer = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|cert| PeerId::of_cert(cert).ok());
+                    // The verifier admits only pinned certificates.
+                    let Some(peer) = peer else { return };
+                    let Ok(pass) = peers.admit(peer) else { return };
+                    let _ = conn_tx.send(Ok(Guarded::new(tls, pass))).await;
                 });
-                if tx.is_closed() {
-                    break;
-                }
             }
         });
     }
     ReceiverStream::new(rx)
+}
+
+/// A connection admitted by a [`Gate`]: reads and writes fail once the gate
+/// closes it to make room, so the server drops it; dropping it frees its place.
+pub struct Guarded<IO> {
+    inner: IO,
+    evicted: Pin<Box<WaitForCancellationFutureOwned>>,
+    _pass: Pass<PeerId>,
+}
+
+impl<IO> Guarded<IO> {
+    fn new(inner: IO, pass: Pass<PeerId>) -> Self {
+        Self {
+            inner,
+            evicted: Box::pin(pass.evicted().cancelled_owned()),
+            _pass: pass,
+        }
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.evicted.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed to make room for a newer connection from the same peer",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<IO: Connected> Connected for Guarded<IO> {
+    type ConnectInfo = IO::ConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+/// HTTP/2 flow-control window per stream and per connection: 8 MiB keeps a
+/// 1 Gbit/s push at 50 ms round trips streaming, and bounds what one
+/// connection can make the server buffer before the service reads it.
+pub const H2_WINDOW_BYTES: u32 = 8 << 20;
+/// Pings on an idle or stalled connection, and how long an answer may take:
+/// a partition without a reset is noticed within a minute.
+pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+
+/// A gRPC server with the bounds of `limits`: streams per connection,
+/// flow-control windows, keepalive pings that close dead connections.
+pub fn grpc_server(limits: &ConnLimits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .initial_stream_window_size(H2_WINDOW_BYTES)
+        .initial_connection_window_size(H2_WINDOW_BYTES)
+        .http2_keepalive_interval(Some(H2_KEEPALIVE))
+        .http2_keepalive_timeout(Some(H2_KEEPALIVE))
+        .http2_max_pending_accept_reset_streams(Some(32))
+        .tcp_nodelay(true)
 }
 
 /// The pinned id of the client behind a request served over [`tls_incoming`].
@@ -93,11 +234,11 @@ pub fn tls_channel(
     let endpoint = Endpoint::from_shared(plain)?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(20))
+        .http2_keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(H2_KEEPALIVE)
         .keep_alive_while_idle(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20);
+        .initial_stream_window_size(H2_WINDOW_BYTES)
+        .initial_connection_window_size(H2_WINDOW_BYTES);
     let connector = TlsConnector::from(config);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {

@@ -115,6 +115,7 @@ fn hostile_agents_are_refused_and_bounded() {
             let incoming = hotpush_shared::transport::tls_incoming(
                 vec![listener],
                 tokio_rustls::TlsAcceptor::from(tls),
+                &hotpush_shared::limits::ConnLimits::default(),
             );
             tonic::transport::Server::builder()
                 .add_service(pb::agent_server::AgentServer::new(Fake(mode)))
