@@ -105,10 +105,13 @@ impl Agent {
     /// and serves Push/Status (and the built-in HTTP server) on `listeners`
     /// until `shutdown`.
     pub async fn spawn(
-        config: Config,
+        mut config: Config,
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<AgentHandle, SpawnError> {
+        // Connection caps never outgrow the descriptors this process may open.
+        config.connections =
+            hotpush_shared::daemon::fitted_limits(&config.connections, config.origin_ids.len());
         let identity = Identity::load(&config.tls_cert, &config.tls_key)?;
         let agent_id = identity.id()?;
         let tree = open_tree(&config)?;

@@ -66,7 +66,11 @@ pub fn connect_remote(
         &identity_dir.join("key.pem"),
     )?;
     let tls = client_config(&identity, PinnedVerifier::new([origin_id], "origin"))?;
-    Ok(ControlClient::new(tls_channel(url, tls)?))
+    Ok(ControlClient::new(tls_channel(
+        url,
+        tls,
+        &hotpush_shared::limits::ConnLimits::default(),
+    )?))
 }
 
 /// When `publish` returns: `--wait all|quorum|N`.

@@ -140,10 +140,16 @@ impl Origin {
     /// the control service, the HTTP server and the reconcilers on
     /// `listeners`, until `shutdown`.
     pub async fn spawn(
-        config: Config,
+        mut config: Config,
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<OriginHandle, SpawnError> {
+        let needed = config
+            .connections
+            .descriptors_needed(config.publishers.len());
+        // Connection caps never outgrow the descriptors this process may open.
+        config.connections =
+            hotpush_shared::daemon::fitted_limits(&config.connections, config.publishers.len());
         std::fs::create_dir_all(&config.data_dir).map_err(|source| SpawnError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -153,7 +159,7 @@ impl Origin {
         let key = SigningKey::load(&config.signing_key)?;
         let identity = Identity::load(&config.tls_cert, &config.tls_key)?;
         let origin_id = identity.id()?;
-        let origin = Origin::new(config, db, store, key, origin_id);
+        let origin = Origin::new(config, db, store, key, origin_id, needed);
         // Reconcilers start from what was published before this start.
         for repo in origin.db.repos()? {
             if let Some(snapshot) = origin.latest(&repo)? {
@@ -206,6 +212,7 @@ impl Origin {
         services.spawn(hotpush_shared::push::supervise(
             origin.clone(),
             identity,
+            origin.config.connections.clone(),
             services.token(),
         ));
         tracing::info!(origin_id = %origin.origin_id, "hotpush-origin ready");

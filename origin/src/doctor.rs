@@ -9,6 +9,7 @@ use hotpush_shared::identity::Identity;
 use hotpush_shared::sign::SigningKey;
 
 use hotpush_shared::clock::now_unix;
+use hotpush_shared::limits::ConnLimits;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::push::reconciler::connect;
 use hotpush_shared::transport::{describe_status, explain_connect_error};
@@ -97,14 +98,19 @@ pub async fn examine(config: &Config, metalink_base: Option<String>) -> Vec<Find
             return out;
         }
     };
-    match hotpush_shared::transport::unix_channel(config.control_socket.clone()).await {
-        Ok(_) => out.push(ok(format!(
-            "origin daemon answers on {}",
-            config.control_socket.display()
-        ))),
+    match crate::client::connect_local(&config.control_socket).await {
+        Ok(mut control) => {
+            out.push(ok(format!(
+                "origin daemon answers on {}",
+                config.control_socket.display()
+            )));
+            match crate::client::status(&mut control).await {
+                Ok(report) => out.push(descriptors(report.descriptors)),
+                Err(e) => out.push(warn(format!("origin daemon status: {e}"))),
+            }
+        }
         Err(e) => out.push(fail(format!(
-            "origin daemon not reachable on {}: {} (start `hotpush-origin serve`)",
-            config.control_socket.display(),
+            "{} (start `hotpush-origin serve`)",
             hotpush_shared::daemon::describe_error(&e)
         ))),
     }
@@ -131,7 +137,7 @@ pub async fn examine(config: &Config, metalink_base: Option<String>) -> Vec<Find
 async fn check_agent(identity: &Identity, agent: &AgentRecord, repos: &[RepoName]) -> Vec<Finding> {
     let name = agent.name();
     let endpoint = &agent.target.endpoint;
-    let channel = match connect(identity, &agent.target) {
+    let channel = match connect(identity, &agent.target, &ConnLimits::default()) {
         Ok(c) => c,
         Err(e) => return vec![fail(format!("agent {name}: bad record: {e}"))],
     };
@@ -174,6 +180,22 @@ async fn check_agent(identity: &Identity, agent: &AgentRecord, repos: &[RepoName
         }
     }
     out
+}
+
+/// The daemon's descriptor limit against its connection caps.
+fn descriptors(d: crate::status::Descriptors) -> Finding {
+    if d.limit >= d.needed {
+        ok(format!(
+            "descriptor limit {} covers the connection caps ({} needed)",
+            d.limit, d.needed
+        ))
+    } else {
+        warn(format!(
+            "descriptor limit {} is below the {} the [connections] caps need: the daemon serves fewer \
+             connections than configured; set LimitNOFILE=65536 (deploy/systemd) or lower the caps",
+            d.limit, d.needed
+        ))
+    }
 }
 
 async fn check_metalink(base: &str, repo: &RepoName) -> Finding {

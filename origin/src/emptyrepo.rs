@@ -54,7 +54,7 @@ mod tests {
     fn empty_repo_validates() {
         let dir = tempfile::tempdir().unwrap();
         write_empty_repo(dir.path(), 1_790_000_000).unwrap();
-        let v = validate_repo(dir.path(), &Limits::default(), &mut NoCache).unwrap();
+        let v = validate_repo(dir.path(), &Limits::default(), &mut NoCache, None).unwrap();
         assert_eq!(v.files.len(), 2);
         let bytes: u64 = v.files.iter().map(|f| f.size).sum();
         assert!(bytes < 600, "empty repo is {bytes} bytes");

@@ -48,6 +48,9 @@ pub struct Origin {
     /// The newest snapshot of each repo, decoded once.
     latest: Mutex<HashMap<RepoName, Arc<Snapshot>>>,
     pub metrics: Metrics,
+    /// Descriptors the configured connection caps need (before they were
+    /// fitted to the process's limit), for `status` and `doctor`.
+    pub fds_needed: usize,
 }
 
 impl Origin {
@@ -58,9 +61,11 @@ impl Origin {
         store: BlobStore,
         key: SigningKey,
         origin_id: PeerId,
+        fds_needed: usize,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Arc::new(Self {
+            fds_needed,
             config,
             db,
             store,

@@ -8,7 +8,7 @@ use hotpush_shared::clock::now_unix;
 use hotpush_shared::manifest::{Entry, Manifest, ManifestError, RepoName};
 use hotpush_shared::repo::{RepoError, validate_repo};
 use hotpush_shared::snapshot::Snapshot;
-use hotpush_shared::store::StoreError;
+use hotpush_shared::store::{Import, StoreError};
 
 use crate::db::{DbError, VersionRecord};
 use crate::origin::Origin;
@@ -18,16 +18,8 @@ use crate::origin::Origin;
 pub enum PublishError {
     #[error("repo refused: {0}")]
     Repo(#[from] RepoError),
-    #[error("storing {path}: {source}")]
+    #[error("storing the files of {path}: {source}")]
     Store { path: String, source: StoreError },
-    #[error(
-        "{path} changed while it was being published (sha256 was {expected}, now {actual}); publish again"
-    )]
-    Changed {
-        path: String,
-        expected: String,
-        actual: String,
-    },
     #[error("manifest refused: {0}")]
     Manifest(#[from] ManifestError),
     #[error("{0} has never been published: publish it with --from DIR first")]
@@ -48,8 +40,10 @@ pub struct Publication {
     pub unchanged: bool,
 }
 
-/// Validates `dir` as a yum repo (every path checked before anything is
-/// stored), stores its files, and records a new signed version of `repo`.
+/// Validates `dir` as a yum repo (every path checked, every file read at
+/// most once and never through a symlink), stores the files the store
+/// lacks, and records a new signed version of `repo`. A refused publish
+/// stores nothing.
 pub fn publish(
     origin: &Origin,
     repo: &RepoName,
@@ -57,35 +51,23 @@ pub fn publish(
     who: &str,
 ) -> Result<Publication, PublishError> {
     let limits = &origin.config.limits;
-    let validated = validate_repo(dir, limits, &mut origin.db.hash_cache())?;
-    let mut new_blobs = 0;
-    let mut entries = Vec::with_capacity(validated.files.len());
-    for f in validated.files {
-        if !origin.store.has(&f.sha256) {
-            let path = f.path.to_string();
-            let (actual, _) = origin
-                .store
-                .import_file(&dir.join(f.path.as_str()))
-                .map_err(|source| PublishError::Store {
-                    path: path.clone(),
-                    source,
-                })?;
-            if actual != f.sha256 {
-                return Err(PublishError::Changed {
-                    path,
-                    expected: f.sha256.to_hex(),
-                    actual: actual.to_hex(),
-                });
-            }
-            new_blobs += 1;
-        }
-        entries.push(Entry {
+    let mut import = Import::new(&origin.store);
+    let validated = validate_repo(dir, limits, &mut origin.db.hash_cache(), Some(&mut import))?;
+    // validate_repo returns the files sorted by path, as a manifest lists them.
+    let entries: Vec<Entry> = validated
+        .files
+        .into_iter()
+        .map(|f| Entry {
             path: f.path,
             size: f.size,
             sha256: f.sha256,
-        });
-    }
-    // validate_repo returns the files sorted by path, as a manifest lists them.
+        })
+        .collect();
+    // Durable before the version that names them is recorded.
+    let new_blobs = import.commit().map_err(|source| PublishError::Store {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let repomd_timestamp = validated
         .repomd
         .max_timestamp()

@@ -18,6 +18,16 @@ pub struct Report {
     pub origin_id: String,
     pub repos: Vec<RepoReport>,
     pub agents: Vec<AgentReport>,
+    pub descriptors: Descriptors,
+}
+
+/// The daemon's descriptor limit against what its connection caps need.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Descriptors {
+    /// The soft `RLIMIT_NOFILE` the daemon runs with.
+    pub limit: usize,
+    /// What the configured `[connections]` caps and reserve need.
+    pub needed: usize,
 }
 
 /// One repo.
@@ -168,6 +178,10 @@ impl Report {
             origin_id: origin.origin_id.to_string(),
             repos,
             agents,
+            descriptors: Descriptors {
+                limit: hotpush_shared::daemon::fd_limit(),
+                needed: origin.fds_needed,
+            },
         })
     }
 }

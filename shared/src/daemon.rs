@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::limits::ConnLimits;
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only
 /// on a terminal. Every line goes through [`OneLine`], so no value a peer
 /// sent (a repo name, a path, a reason) can start a forged line.
@@ -116,6 +118,37 @@ impl LogThrottle {
         s.1 += 1;
         Some(std::mem::take(&mut s.2))
     }
+}
+
+/// Raises the soft descriptor limit to the hard one (what systemd's
+/// `LimitNOFILE` sets), and returns the soft limit now in force.
+pub fn raise_fd_limit() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the descriptor limit");
+        }
+    }
+    fd_limit()
+}
+
+/// The soft descriptor limit in force (unlimited reads as `usize::MAX`).
+pub fn fd_limit() -> usize {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// `limits`, shrunk to fit this process's descriptor limit, with a warning
+/// in the log when they had to be.
+pub fn fitted_limits(limits: &ConnLimits, peers: usize) -> ConnLimits {
+    let (fitted, warning) = limits.fit(fd_limit(), peers);
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    fitted
 }
 
 /// Exit code for a config that does not load (sysexits EX_CONFIG).

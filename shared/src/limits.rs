@@ -85,6 +85,10 @@ pub struct ConnLimits {
     /// Descriptors kept free for the daemon's own files (blobs, the served
     /// tree, SQLite): connection caps never eat into these.
     pub reserved_fds: usize,
+    /// Seconds between HTTP/2 pings on push and control connections, and
+    /// how long an answer may take: a peer gone without a reset is noticed
+    /// within twice this.
+    pub keepalive_secs: u64,
 }
 
 impl Default for ConnLimits {
@@ -101,6 +105,7 @@ impl Default for ConnLimits {
             max_unverified_offer_bytes: 48 << 20,
             push_idle_timeout_secs: 60,
             reserved_fds: 512,
+            keepalive_secs: 20,
         }
     }
 }
@@ -113,5 +118,48 @@ impl ConnLimits {
             + self.max_tls_handshakes
             + self.max_connections_per_peer * peers.max(1)
             + self.reserved_fds
+    }
+
+    /// These caps shrunk, if need be, so that they fit `fd_limit`
+    /// descriptors with the reserve untouched (HTTP and handshakes give up
+    /// room in proportion); the warning says what was cut.
+    pub fn fit(&self, fd_limit: usize, peers: usize) -> (Self, Option<String>) {
+        let needed = self.descriptors_needed(peers);
+        if needed <= fd_limit {
+            return (self.clone(), None);
+        }
+        let fixed = self.max_connections_per_peer * peers.max(1) + self.reserved_fds;
+        let room = fd_limit.saturating_sub(fixed).max(2);
+        let flexible = self.max_http_connections + self.max_tls_handshakes;
+        let scale = |n: usize| (n * room / flexible).max(1);
+        let fitted = Self {
+            max_http_connections: scale(self.max_http_connections),
+            max_tls_handshakes: scale(self.max_tls_handshakes),
+            ..self.clone()
+        };
+        let warning = format!(
+            "the descriptor limit ({fd_limit}) is below what the connection caps need ({needed}): \
+             serving at most {} HTTP connections and {} TLS handshakes; raise LimitNOFILE \
+             (deploy/systemd sets 65536)",
+            fitted.max_http_connections, fitted.max_tls_handshakes
+        );
+        (fitted, Some(warning))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_shrink_to_fit_the_descriptor_limit_and_keep_the_reserve() {
+        let c = ConnLimits::default();
+        let (same, warning) = c.fit(65536, 2);
+        assert_eq!((same, warning), (c.clone(), None));
+        let (fitted, warning) = c.fit(1024, 2);
+        assert!(warning.is_some());
+        assert!(fitted.descriptors_needed(2) <= 1024, "{fitted:?}");
+        assert_eq!(fitted.reserved_fds, c.reserved_fds);
+        assert!(fitted.max_http_connections >= 1 && fitted.max_tls_handshakes >= 1);
     }
 }

@@ -200,9 +200,10 @@ impl<IO: Connected> Connected for Guarded<IO> {
 /// 1 Gbit/s push at 50 ms round trips streaming, and bounds what one
 /// connection can make the server buffer before the service reads it.
 pub const H2_WINDOW_BYTES: u32 = 8 << 20;
-/// Pings on an idle or stalled connection, and how long an answer may take:
-/// a partition without a reset is noticed within a minute.
-pub const H2_KEEPALIVE: Duration = Duration::from_secs(20);
+/// Pings on an idle or stalled connection, and how long an answer may take.
+fn keepalive(limits: &ConnLimits) -> Duration {
+    Duration::from_secs(limits.keepalive_secs.max(1))
+}
 
 /// A gRPC server with the bounds of `limits`: streams per connection,
 /// flow-control windows, keepalive pings that close dead connections.
@@ -211,8 +212,8 @@ pub fn grpc_server(limits: &ConnLimits) -> tonic::transport::Server {
         .max_concurrent_streams(limits.max_streams_per_connection)
         .initial_stream_window_size(H2_WINDOW_BYTES)
         .initial_connection_window_size(H2_WINDOW_BYTES)
-        .http2_keepalive_interval(Some(H2_KEEPALIVE))
-        .http2_keepalive_timeout(Some(H2_KEEPALIVE))
+        .http2_keepalive_interval(Some(keepalive(limits)))
+        .http2_keepalive_timeout(Some(keepalive(limits)))
         .http2_max_pending_accept_reset_streams(Some(32))
         .tcp_nodelay(true)
 }
@@ -224,18 +225,20 @@ pub fn peer_id<T>(request: &tonic::Request<T>) -> Option<PeerId> {
 }
 
 /// A lazily connecting gRPC channel to `https://host:port` over pinned
-/// mutual TLS. tonic reconnects it by itself after a failure.
+/// mutual TLS, pinging every `keepalive_secs` of `limits` so a dead peer
+/// is noticed. tonic reconnects it by itself after a failure.
 pub fn tls_channel(
     url: &str,
     config: Arc<rustls::ClientConfig>,
+    limits: &ConnLimits,
 ) -> Result<Channel, tonic::transport::Error> {
     // tonic must not do TLS itself: we hand it an already-encrypted stream.
     let plain = url.replacen("https://", "http://", 1);
     let endpoint = Endpoint::from_shared(plain)?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(H2_KEEPALIVE)
-        .keep_alive_timeout(H2_KEEPALIVE)
+        .http2_keep_alive_interval(keepalive(limits))
+        .keep_alive_timeout(keepalive(limits))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(H2_WINDOW_BYTES)
         .initial_connection_window_size(H2_WINDOW_BYTES);

@@ -215,7 +215,8 @@ impl Bench {
         .unwrap();
         let url = format!("https://127.0.0.1:{}", self.port);
         self.rt.block_on(async move {
-            let channel = hotpush_shared::transport::tls_channel(&url, config).unwrap();
+            let channel =
+                hotpush_shared::transport::tls_channel(&url, config, &Default::default()).unwrap();
             let mut client = pb::agent_client::AgentClient::new(channel);
             let (tx, rx) = mpsc::channel(64);
             for m in first {
@@ -712,7 +713,8 @@ fn client_with(
 fn try_push(bench: &Bench, config: std::sync::Arc<rustls::ClientConfig>) -> Option<String> {
     let url = format!("https://127.0.0.1:{}", bench.port);
     bench.rt.block_on(async move {
-        let channel = hotpush_shared::transport::tls_channel(&url, config).unwrap();
+        let channel =
+            hotpush_shared::transport::tls_channel(&url, config, &Default::default()).unwrap();
         let mut client = pb::agent_client::AgentClient::new(channel);
         // With TLS 1.3 the refusal may surface at the call or at the first read.
         match client.status(pb::StatusRequest {}).await {

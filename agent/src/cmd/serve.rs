@@ -22,6 +22,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Reads FAILPOINTS; with it unset every failpoint is a no-op.
     let _failpoints = fail::FailScenario::setup();
+    let fd_limit = hotpush_shared::daemon::raise_fd_limit();
+    tracing::debug!(fd_limit, "descriptor limit");
     let config = args.config.load()?;
     let listeners = Listeners::bind(&config)?;
     let shutdown = CancellationToken::new();

@@ -18,6 +18,8 @@ pub struct Args {}
 
 #[tokio::main]
 pub async fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+    let fd_limit = hotpush_shared::daemon::raise_fd_limit();
+    tracing::debug!(fd_limit, "descriptor limit");
     let config = super::load(config_path)?;
     let socket = config.control_socket.clone();
     let listeners = Listeners::bind(&config)?;

@@ -15,6 +15,7 @@ use tonic::transport::Channel;
 use super::backoff::{Backoff, MAX_BACKOFF};
 use super::{Event, EventKind, Phase, Source, Target, exchange};
 use crate::identity::{Identity, IdentityError, PinnedVerifier, client_config};
+use crate::limits::ConnLimits;
 use crate::manifest::RepoName;
 use crate::name::AgentName;
 use crate::transport::tls_channel;
@@ -22,8 +23,14 @@ use crate::transport::tls_channel;
 /// How often targets and repos are re-read even without a nudge.
 const RESCAN: Duration = Duration::from_secs(1);
 
-/// Keeps one reconciler running per target × repo until `shutdown`.
-pub async fn supervise(source: Arc<dyn Source>, identity: Identity, shutdown: CancellationToken) {
+/// Keeps one reconciler running per target × repo until `shutdown`;
+/// `limits` sets the connections' keepalive.
+pub async fn supervise(
+    source: Arc<dyn Source>,
+    identity: Identity,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) {
     let mut running: HashMap<(AgentName, RepoName), (Target, JoinHandle<()>)> = HashMap::new();
     let mut channels: HashMap<AgentName, (Target, Channel)> = HashMap::new();
     loop {
@@ -42,7 +49,7 @@ pub async fn supervise(source: Arc<dyn Source>, identity: Identity, shutdown: Ca
                 for target in &targets {
                     let channel = match channels.get(&target.name) {
                         Some((_, c)) => c.clone(),
-                        None => match connect(&identity, target) {
+                        None => match connect(&identity, target, &limits) {
                             Ok(c) => {
                                 channels.insert(target.name.clone(), (target.clone(), c.clone()));
                                 c
@@ -91,9 +98,13 @@ pub enum ConnectError {
 }
 
 /// A lazily connecting, pinned mTLS channel to `target`.
-pub fn connect(identity: &Identity, target: &Target) -> Result<Channel, ConnectError> {
+pub fn connect(
+    identity: &Identity,
+    target: &Target,
+    limits: &ConnLimits,
+) -> Result<Channel, ConnectError> {
     let config = client_config(identity, PinnedVerifier::new([target.peer_id], "agent"))?;
-    Ok(tls_channel(&target.endpoint, config)?)
+    Ok(tls_channel(&target.endpoint, config, limits)?)
 }
 
 /// Keeps `target` on the newest version of `repo`.

@@ -3,15 +3,11 @@
 //! type together.
 
 use std::fmt;
-use std::io::{self, Read};
 
 use sha2::Digest as _;
 
 use super::{RepoError, invalid};
 use crate::digest::Sha256Digest;
-
-/// Read buffer for hashing; large enough that syscalls do not dominate.
-const HASH_BUF_BYTES: usize = 256 * 1024;
 
 /// Checksum algorithms yum repodata uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,63 +103,60 @@ impl Checksum {
     }
 }
 
-/// Hashes with sha256 and, when asked, one more algorithm, in one pass.
+/// The second hash of a [`MultiHasher`]: whatever the repodata declares,
+/// when that is not sha256.
 enum ExtraHasher {
     Md5(md5::Md5),
     Sha1(sha1::Sha1),
     Sha512(sha2::Sha512),
 }
 
-impl ExtraHasher {
-    fn new(kind: ChecksumKind) -> Option<Self> {
-        match kind {
-            ChecksumKind::Md5 => Some(Self::Md5(md5::Md5::new())),
-            ChecksumKind::Sha1 => Some(Self::Sha1(sha1::Sha1::new())),
-            ChecksumKind::Sha256 => None,
-            ChecksumKind::Sha512 => Some(Self::Sha512(sha2::Sha512::new())),
-        }
-    }
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Self::Md5(h) => h.update(data),
-            Self::Sha1(h) => h.update(data),
-            Self::Sha512(h) => h.update(data),
-        }
-    }
-    fn finish_hex(self) -> String {
-        match self {
-            Self::Md5(h) => hex::encode(&h.finalize()[..]),
-            Self::Sha1(h) => hex::encode(&h.finalize()[..]),
-            Self::Sha512(h) => hex::encode(&h.finalize()[..]),
-        }
-    }
+/// Hashes a stream with sha256 (the content address) and, when it differs,
+/// the algorithm the repodata declares, in one pass; counts the bytes.
+pub struct MultiHasher {
+    sha256: sha2::Sha256,
+    extra: Option<ExtraHasher>,
+    size: u64,
 }
 
-/// Bytes read, sha256, and the hex of `extra` (if not sha256).
-pub(crate) fn hash_reader(
-    mut r: impl Read,
-    extra: ChecksumKind,
-) -> io::Result<(u64, Sha256Digest, Option<String>)> {
-    let mut sha256 = sha2::Sha256::new();
-    let mut other = ExtraHasher::new(extra);
-    let mut buf = vec![0u8; HASH_BUF_BYTES];
-    let mut total = 0u64;
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+impl MultiHasher {
+    /// sha256 plus `declared` (nothing more when that is sha256).
+    pub fn new(declared: ChecksumKind) -> Self {
+        let extra = match declared {
+            ChecksumKind::Md5 => Some(ExtraHasher::Md5(md5::Md5::new())),
+            ChecksumKind::Sha1 => Some(ExtraHasher::Sha1(sha1::Sha1::new())),
+            ChecksumKind::Sha256 => None,
+            ChecksumKind::Sha512 => Some(ExtraHasher::Sha512(sha2::Sha512::new())),
         };
-        sha256.update(&buf[..n]);
-        if let Some(h) = other.as_mut() {
-            h.update(&buf[..n]);
+        Self {
+            sha256: sha2::Sha256::new(),
+            extra,
+            size: 0,
         }
-        total += n as u64;
     }
-    Ok((
-        total,
-        Sha256Digest(sha256.finalize().into()),
-        other.map(ExtraHasher::finish_hex),
-    ))
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha256.update(data);
+        match &mut self.extra {
+            Some(ExtraHasher::Md5(h)) => h.update(data),
+            Some(ExtraHasher::Sha1(h)) => h.update(data),
+            Some(ExtraHasher::Sha512(h)) => h.update(data),
+            None => {}
+        }
+        self.size += data.len() as u64;
+    }
+
+    /// Bytes seen, sha256, and the declared algorithm's hex (if not sha256).
+    pub fn finish(self) -> (u64, Sha256Digest, Option<String>) {
+        let extra = self.extra.map(|h| match h {
+            ExtraHasher::Md5(h) => hex::encode(&h.finalize()[..]),
+            ExtraHasher::Sha1(h) => hex::encode(&h.finalize()[..]),
+            ExtraHasher::Sha512(h) => hex::encode(&h.finalize()[..]),
+        });
+        (
+            self.size,
+            Sha256Digest(self.sha256.finalize().into()),
+            extra,
+        )
+    }
 }

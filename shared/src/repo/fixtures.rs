@@ -146,7 +146,7 @@ impl TestRepo {
         self.tmp.path().join("repo")
     }
     pub(crate) fn validate(&self) -> Result<ValidatedRepo, RepoError> {
-        validate_repo(&self.root(), &Limits::default(), &mut NoCache)
+        validate_repo(&self.root(), &Limits::default(), &mut NoCache, None)
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`repomd`]: the repomd.xml model and parser;
 //! - [`primary`]: the primary.xml parser (gz, zst, xz or plain; bounded);
 //! - [`hash_cache`]: sha256 by stat identity, so unchanged files are not re-read;
+//! - [`tree`]: the publish directory, read without following any symlink;
 //! - [`validate`]: a directory → the files to publish, every one verified.
 //!
 //! The parsers match literal element names, as createrepo_c and librepo do,
@@ -24,6 +25,7 @@ pub mod checksum;
 pub mod hash_cache;
 pub mod primary;
 pub mod repomd;
+pub mod tree;
 pub mod validate;
 
 #[cfg(test)]
@@ -120,6 +122,9 @@ pub enum RepoError {
     /// The file was replaced or rewritten while we were reading it.
     #[error("{path}: changed while being validated; retry when the repo is quiet")]
     Changed { path: String },
+    /// Writing into the origin's blob store failed (not the repo's fault).
+    #[error("storing the repo's files: {0}")]
+    Store(#[from] crate::store::StoreError),
     /// A limit from [`Limits`] was exceeded.
     #[error("{file}: exceeds limits.{limit_name} ({limit})")]
     LimitExceeded {

@@ -1,24 +1,33 @@
 //! A directory → the files to publish, every one verified against the
 //! checksum its listing declares, every path checked against [`RelPath`]'s
 //! rules before anything is read or stored.
+//!
+//! The directory is read through [`SourceTree`] (no symlink followed at
+//! any level). Each file is read at most once: one pass computes its sha256
+//! (its content address), the checksum the repodata declares, and, when
+//! given an [`Import`], writes it into the blob store; primary.xml is also
+//! parsed in that same pass. An unchanged file whose stat identity the
+//! hash cache knows is not read at all.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::{self, BufReader, Read, Write};
+use std::path::Path;
 
-use super::checksum::hash_reader;
+use super::checksum::MultiHasher;
+use super::tree::{FileStat, SourceTree};
 use super::{
-    Checksum, ChecksumKind, FileKey, HashCache, REPOMD_PATH, RepoError, Repomd, invalid, io_err,
+    Checksum, ChecksumKind, HashCache, Package, REPOMD_PATH, RepoError, Repomd, invalid, io_err,
     parse_primary, parse_repomd,
 };
 use crate::digest::Sha256Digest;
 use crate::limits::Limits;
 use crate::relpath::RelPath;
+use crate::store::{Import, Staging};
 
 /// Published with repomd.xml when present (repo_gpgcheck signature and key).
 const REPOMD_EXTRAS: [&str; 2] = ["repodata/repomd.xml.asc", "repodata/repomd.xml.key"];
+/// Read buffer: large enough that syscalls do not dominate.
+const READ_BUF_BYTES: usize = 256 * 1024;
 
 /// One published file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,79 +65,42 @@ struct Source<'a> {
     path: &'a str,
 }
 
-struct Validator<'a> {
-    root: PathBuf,
+/// Reads a file's content as it is verified (primary.xml is parsed so).
+type Consume<'c, T> = Box<dyn FnOnce(&mut dyn Read) -> Result<T, RepoError> + 'c>;
+
+/// Feeds everything read through it to the hashers and the store.
+struct Tee<'a, R> {
+    inner: R,
+    hashers: &'a mut MultiHasher,
+    staging: Option<&'a mut Staging>,
+    /// A write error, reported after the read.
+    failed: Option<io::Error>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hashers.update(&buf[..n]);
+        if let Some(s) = self.staging.as_deref_mut()
+            && self.failed.is_none()
+            && let Err(e) = s.write_all(&buf[..n])
+        {
+            self.failed = Some(e);
+        }
+        Ok(n)
+    }
+}
+
+struct Validator<'a, 'i> {
+    tree: SourceTree,
     limits: &'a Limits,
     cache: &'a mut dyn HashCache,
+    import: Option<&'a mut Import<'i>>,
     files: BTreeMap<RelPath, Accepted>,
-    /// Directories (relative) already checked to be real directories.
-    dirs_ok: HashSet<String>,
     total: u64,
 }
 
-impl Validator<'_> {
-    /// `lstat`s `rel` and every directory above it: no symlink anywhere on
-    /// the way, so nothing outside the tree is read.
-    fn lstat(&mut self, rel: &str, listed_in: &str) -> Result<fs::Metadata, RepoError> {
-        let missing = || RepoError::Missing {
-            path: rel.to_owned(),
-            listed_in: listed_in.to_owned(),
-        };
-        for (i, _) in rel.match_indices('/') {
-            let dir = &rel[..i];
-            if self.dirs_ok.contains(dir) {
-                continue;
-            }
-            let meta = match fs::symlink_metadata(self.root.join(dir)) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-                Err(e) => return Err(io_err(dir)(e)),
-            };
-            if meta.file_type().is_symlink() {
-                return Err(RepoError::Symlink {
-                    path: dir.to_owned(),
-                });
-            }
-            if !meta.is_dir() {
-                return Err(RepoError::WrongFileType {
-                    path: dir.to_owned(),
-                    expected: "directory",
-                });
-            }
-            self.dirs_ok.insert(dir.to_owned());
-        }
-        let meta = match fs::symlink_metadata(self.root.join(rel)) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(missing()),
-            Err(e) => return Err(io_err(rel)(e)),
-        };
-        if meta.file_type().is_symlink() {
-            return Err(RepoError::Symlink {
-                path: rel.to_owned(),
-            });
-        }
-        if !meta.is_file() {
-            return Err(RepoError::WrongFileType {
-                path: rel.to_owned(),
-                expected: "regular file",
-            });
-        }
-        Ok(meta)
-    }
-
-    /// Opens `rel` and checks it is still the file `meta` describes (no swap
-    /// for a symlink or another file between lstat and open).
-    fn open_same(&self, rel: &str, meta: &fs::Metadata) -> Result<File, RepoError> {
-        let file = File::open(self.root.join(rel)).map_err(io_err(rel))?;
-        let now = file.metadata().map_err(io_err(rel))?;
-        if now.ino() != meta.ino() || now.dev() != meta.dev() || !now.is_file() {
-            return Err(RepoError::Changed {
-                path: rel.to_owned(),
-            });
-        }
-        Ok(file)
-    }
-
+impl Validator<'_, '_> {
     fn check_limits(&mut self, rel: &str, size: u64) -> Result<(), RepoError> {
         let exceeded = |limit_name, limit| RepoError::LimitExceeded {
             file: rel.to_owned(),
@@ -148,32 +120,6 @@ impl Validator<'_> {
         Ok(())
     }
 
-    /// Adds a file no checksum is declared for (repomd.xml's `.asc`/`.key`).
-    fn add_undeclared(&mut self, rel: &str) -> Result<(), RepoError> {
-        let path = self.rel_path(rel, REPOMD_PATH)?;
-        let meta = match self.lstat(rel, REPOMD_PATH) {
-            Err(RepoError::Missing { .. }) => return Ok(()),
-            other => other?,
-        };
-        self.check_limits(rel, meta.len())?;
-        let file = self.open_same(rel, &meta)?;
-        let (size, sha256, _) = hash_reader(file, ChecksumKind::Sha256).map_err(io_err(rel))?;
-        if size != meta.len() {
-            return Err(RepoError::Changed {
-                path: rel.to_owned(),
-            });
-        }
-        self.files.insert(
-            path,
-            Accepted {
-                size,
-                sha256,
-                other: None,
-            },
-        );
-        Ok(())
-    }
-
     /// `rel` checked against the path rules; `listed_in` names the file
     /// that listed it.
     fn rel_path(&self, rel: &str, listed_in: &str) -> Result<RelPath, RepoError> {
@@ -184,14 +130,92 @@ impl Validator<'_> {
         })
     }
 
-    /// Verifies `rel` against a declaration, hashing it at most once per run.
-    fn verify(
+    /// Reads `rel` once: hashes it (sha256 and `extra`), stores it when an
+    /// import is given and the store may lack it, and hands the stream to
+    /// `consume` (which may parse it). Returns sha256, the `extra` hex and
+    /// what `consume` made.
+    fn read_once<T>(
+        &mut self,
+        rel: &str,
+        listed_in: &str,
+        extra: ChecksumKind,
+        store_unless: Option<&Sha256Digest>,
+        consume: impl FnOnce(&mut dyn Read) -> Result<T, RepoError>,
+    ) -> Result<(FileStat, Sha256Digest, Option<String>, T), RepoError> {
+        let (file, stat) = self.tree.open_file(rel, listed_in)?;
+        let mut hashers = MultiHasher::new(extra);
+        let needs_storing = |i: &Import<'_>| store_unless.is_none_or(|d| !i.has(d));
+        let mut staging = match self.import.as_deref() {
+            Some(i) if needs_storing(i) => Some(i.begin()?),
+            _ => None,
+        };
+        let mut tee = Tee {
+            inner: file,
+            hashers: &mut hashers,
+            staging: staging.as_mut(),
+            failed: None,
+        };
+        let made = consume(&mut tee)?;
+        // Whatever `consume` left unread still counts.
+        let mut buf = vec![0u8; READ_BUF_BYTES];
+        loop {
+            match tee.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_err(rel)(e)),
+            }
+        }
+        if let Some(e) = tee.failed.take() {
+            return Err(RepoError::Io {
+                path: format!("storing {rel}"),
+                source: e,
+            });
+        }
+        let (size, sha256, other) = hashers.finish();
+        if size != stat.size {
+            return Err(RepoError::Changed {
+                path: rel.to_owned(),
+            });
+        }
+        if let (Some(staging), Some(import)) = (staging, self.import.as_deref_mut()) {
+            import.keep(staging, sha256)?;
+        }
+        Ok((stat, sha256, other, made))
+    }
+
+    /// Adds a file no checksum is declared for (repomd.xml's `.asc`/`.key`).
+    fn add_undeclared(&mut self, rel: &str) -> Result<(), RepoError> {
+        let path = self.rel_path(rel, REPOMD_PATH)?;
+        let stat = match self.tree.stat(rel, REPOMD_PATH) {
+            Err(RepoError::Missing { .. }) => return Ok(()),
+            other => other?,
+        };
+        self.check_limits(rel, stat.size)?;
+        let (stat, sha256, _, ()) =
+            self.read_once(rel, REPOMD_PATH, ChecksumKind::Sha256, None, |_| Ok(()))?;
+        self.files.insert(
+            path,
+            Accepted {
+                size: stat.size,
+                sha256,
+                other: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Verifies `rel` against a declaration, reading it at most once per
+    /// run (not at all when the hash cache vouches for it and the store
+    /// holds it). `consume` sees the content when it must be read anyway.
+    fn verify<T>(
         &mut self,
         rel: &str,
         declared: &Checksum,
         declared_size: Option<u64>,
         source: &Source<'_>,
-    ) -> Result<(), RepoError> {
+        consume: Option<Consume<'_, T>>,
+    ) -> Result<Option<T>, RepoError> {
         let path = self.rel_path(rel, source.path)?;
         let size_mismatch = |actual, declared| RepoError::SizeMismatch {
             path: rel.to_owned(),
@@ -226,46 +250,64 @@ impl Validator<'_> {
                 }
             };
             return if actual == declared.hex {
-                Ok(())
+                Ok(None)
             } else {
                 Err(checksum_mismatch(actual))
             };
         }
 
-        let meta = self.lstat(rel, source.label)?;
+        let stat = self.tree.stat(rel, source.label)?;
         if let Some(d) = declared_size
-            && d != meta.len()
+            && d != stat.size
         {
-            return Err(size_mismatch(meta.len(), d));
+            return Err(size_mismatch(stat.size, d));
         }
-        self.check_limits(rel, meta.len())?;
-        let key = FileKey::from_metadata(&self.root.join(rel), &meta);
+        self.check_limits(rel, stat.size)?;
 
         // Trade-off (hash_cache): an unchanged stat identity is trusted to mean
         // unchanged content; a hit that disagrees is re-hashed below.
-        if declared.kind == ChecksumKind::Sha256
-            && let Some(sha256) = self.cache.get(&key)
-            && sha256.to_hex() == declared.hex
+        let declared_sha256 = (declared.kind == ChecksumKind::Sha256)
+            .then(|| declared.hex.parse::<Sha256Digest>().ok())
+            .flatten();
+        if consume.is_none()
+            && let Some(sha256) = declared_sha256
+            && self.cache.get(&stat.key) == Some(sha256)
+            && self.import.as_deref().is_none_or(|i| i.has(&sha256))
         {
             self.files.insert(
                 path,
                 Accepted {
-                    size: meta.len(),
+                    size: stat.size,
                     sha256,
                     other: None,
                 },
             );
-            return Ok(());
+            return Ok(None);
         }
 
-        let file = self.open_same(rel, &meta)?;
-        let (size, sha256, other_hex) = hash_reader(file, declared.kind).map_err(io_err(rel))?;
-        if size != meta.len() {
-            return Err(RepoError::Changed {
-                path: rel.to_owned(),
-            });
-        }
-        self.cache.put(key, sha256);
+        let (stat, sha256, other_hex, made) = match consume {
+            Some(consume) => {
+                let (st, d, o, t) = self.read_once(
+                    rel,
+                    source.label,
+                    declared.kind,
+                    declared_sha256.as_ref(),
+                    consume,
+                )?;
+                (st, d, o, Some(t))
+            }
+            None => {
+                let (st, d, o, ()) = self.read_once(
+                    rel,
+                    source.label,
+                    declared.kind,
+                    declared_sha256.as_ref(),
+                    |_| Ok(()),
+                )?;
+                (st, d, o, None)
+            }
+        };
+        self.cache.put(stat.key.clone(), sha256);
         let actual = other_hex.clone().unwrap_or_else(|| sha256.to_hex());
         if actual != declared.hex {
             return Err(checksum_mismatch(actual));
@@ -273,7 +315,7 @@ impl Validator<'_> {
         self.files.insert(
             path,
             Accepted {
-                size,
+                size: stat.size,
                 sha256,
                 other: other_hex.map(|hex| Checksum {
                     kind: declared.kind,
@@ -281,61 +323,31 @@ impl Validator<'_> {
                 }),
             },
         );
-        Ok(())
-    }
-
-    /// Regular files under the root that are not published.
-    fn unreferenced(&self) -> Result<Vec<String>, RepoError> {
-        let mut out = Vec::new();
-        let mut stack = vec![(self.root.clone(), String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let shown = if prefix.is_empty() { "." } else { &prefix };
-            for entry in fs::read_dir(&dir).map_err(io_err(shown))? {
-                let entry = entry.map_err(io_err(shown))?;
-                // file_type() does not follow symlinks, so neither do we.
-                let ft = entry.file_type().map_err(io_err(shown))?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let rel = if prefix.is_empty() {
-                    name
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                if ft.is_dir() {
-                    stack.push((entry.path(), rel));
-                } else if ft.is_file() && !self.files.contains_key(rel.as_str()) {
-                    out.push(rel);
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        Ok(made)
     }
 }
 
-/// Validates the yum repo in `dir`: see the module docs. Returns every file to
-/// publish with its sha256, and the files that will not be published.
+/// Validates the yum repo in `dir`: see the module docs. Returns every file
+/// to publish with its sha256, and the files that will not be published.
+/// With `import`, every file the store lacks is staged into it in the same
+/// read (the caller commits it once the snapshot is accepted).
 pub fn validate_repo(
     dir: &Path,
     limits: &Limits,
     cache: &mut dyn HashCache,
+    import: Option<&mut Import<'_>>,
 ) -> Result<ValidatedRepo, RepoError> {
-    let root = fs::canonicalize(dir).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => RepoError::NotARepo {
-            dir: dir.to_owned(),
-        },
-        _ => io_err(&dir.to_string_lossy())(e),
-    })?;
     let mut v = Validator {
-        root,
+        tree: SourceTree::open(dir)?,
         limits,
         cache,
+        import,
         files: BTreeMap::new(),
-        dirs_ok: HashSet::new(),
         total: 0,
     };
 
     // repomd.xml: read once, bounded, and keep the exact bytes.
-    let meta = match v.lstat(REPOMD_PATH, "the repository layout") {
+    let stat = match v.tree.stat(REPOMD_PATH, "the repository layout") {
         Err(RepoError::Missing { .. }) => {
             return Err(RepoError::NotARepo {
                 dir: dir.to_owned(),
@@ -343,33 +355,39 @@ pub fn validate_repo(
         }
         other => other?,
     };
-    if meta.len() > limits.max_repomd_bytes {
-        return Err(RepoError::LimitExceeded {
-            file: REPOMD_PATH.to_owned(),
-            limit_name: "max_repomd_bytes",
-            limit: limits.max_repomd_bytes,
-        });
+    let too_big = || RepoError::LimitExceeded {
+        file: REPOMD_PATH.to_owned(),
+        limit_name: "max_repomd_bytes",
+        limit: limits.max_repomd_bytes,
+    };
+    if stat.size > limits.max_repomd_bytes {
+        return Err(too_big());
     }
+    let (file, stat) = v.tree.open_file(REPOMD_PATH, "the repository layout")?;
     let mut repomd_bytes = Vec::new();
-    v.open_same(REPOMD_PATH, &meta)?
-        .take(limits.max_repomd_bytes.saturating_add(1))
+    file.take(limits.max_repomd_bytes.saturating_add(1))
         .read_to_end(&mut repomd_bytes)
         .map_err(io_err(REPOMD_PATH))?;
     if repomd_bytes.len() as u64 > limits.max_repomd_bytes {
-        return Err(RepoError::LimitExceeded {
-            file: REPOMD_PATH.to_owned(),
-            limit_name: "max_repomd_bytes",
-            limit: limits.max_repomd_bytes,
+        return Err(too_big());
+    }
+    if repomd_bytes.len() as u64 != stat.size {
+        return Err(RepoError::Changed {
+            path: REPOMD_PATH.to_owned(),
         });
     }
     let repomd = parse_repomd(&repomd_bytes)?;
     v.check_limits(REPOMD_PATH, repomd_bytes.len() as u64)?;
     let repomd_path = v.rel_path(REPOMD_PATH, REPOMD_PATH)?;
+    let sha256 = match v.import.as_deref_mut() {
+        Some(import) => import.add_bytes(&repomd_bytes)?,
+        None => Sha256Digest::of(&repomd_bytes),
+    };
     v.files.insert(
         repomd_path,
         Accepted {
             size: repomd_bytes.len() as u64,
-            sha256: Sha256Digest::of(&repomd_bytes),
+            sha256,
             other: None,
         },
     );
@@ -381,24 +399,38 @@ pub fn validate_repo(
         label: "repomd.xml",
         path: REPOMD_PATH,
     };
-    for d in &repomd.data {
-        v.verify(&d.href, &d.checksum, d.size, &from_repomd)?;
-    }
-
     let primary = repomd
         .primary()
         .ok_or_else(|| invalid(REPOMD_PATH, "no <data type=\"primary\">"))?;
-    let file = File::open(v.root.join(&primary.href)).map_err(io_err(&primary.href))?;
-    let packages = parse_primary(&primary.href, BufReader::new(file), limits)?;
+    // primary.xml first: verified, stored and parsed in one read.
+    let href = primary.href.clone();
+    let parse = |r: &mut dyn Read| parse_primary(&href, BufReader::new(r), limits);
+    let packages: Vec<Package> = v
+        .verify(
+            &primary.href,
+            &primary.checksum,
+            primary.size,
+            &from_repomd,
+            Some(Box::new(parse)),
+        )?
+        .ok_or_else(|| invalid(REPOMD_PATH, "primary listed twice"))?;
+    for d in &repomd.data {
+        v.verify::<()>(&d.href, &d.checksum, d.size, &from_repomd, None)?;
+    }
     let from_primary = Source {
         label: "primary",
         path: &primary.href,
     };
     for p in &packages {
-        v.verify(&p.href, &p.checksum, Some(p.size), &from_primary)?;
+        v.verify::<()>(&p.href, &p.checksum, Some(p.size), &from_primary, None)?;
     }
 
-    let unreferenced = v.unreferenced()?;
+    let unreferenced = v
+        .tree
+        .files()?
+        .into_iter()
+        .filter(|rel| !v.files.contains_key(rel.as_str()))
+        .collect();
     let files = v
         .files
         .into_iter()
@@ -420,8 +452,10 @@ pub fn validate_repo(
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+    use crate::repo::FileKey;
     use crate::repo::fixtures::*;
     use crate::repo::{MemoryCache, NoCache, parse_primary};
+    use std::fs;
 
     #[test]
     fn good_repo_every_compression() {
@@ -632,7 +666,7 @@ mod tests {
     #[test]
     fn not_a_repo() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = validate_repo(tmp.path(), &Limits::default(), &mut NoCache).unwrap_err();
+        let err = validate_repo(tmp.path(), &Limits::default(), &mut NoCache, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -652,7 +686,7 @@ mod tests {
     fn cache_hit_skips_reading() {
         let repo = build(Comp::Gz);
         let mut cache = MemoryCache::default();
-        let first = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        let first = validate_repo(&repo.root(), &Limits::default(), &mut cache, None).unwrap();
         // repomd.xml (read in full anyway) and the .asc/.key are not cached.
         assert_eq!(cache.entries.len(), 4);
 
@@ -660,7 +694,7 @@ mod tests {
         fs::write(&path, b"HELLO RPM BYTES").unwrap();
         let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
         cache.put(key, Sha256Digest::of(b"hello rpm bytes"));
-        let second = validate_repo(&repo.root(), &Limits::default(), &mut cache).unwrap();
+        let second = validate_repo(&repo.root(), &Limits::default(), &mut cache, None).unwrap();
         assert_eq!(first.files, second.files);
 
         // Without the cache the corruption is found.
@@ -671,7 +705,7 @@ mod tests {
         // A cached value that disagrees with the declaration is re-checked.
         let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
         cache.put(key, Sha256Digest::of(b"something else"));
-        assert!(validate_repo(&repo.root(), &Limits::default(), &mut cache).is_err());
+        assert!(validate_repo(&repo.root(), &Limits::default(), &mut cache, None).is_err());
     }
 
     #[test]
@@ -692,7 +726,7 @@ mod tests {
     fn limits_are_enforced() {
         let repo = build(Comp::Gz);
         let check = |limits: Limits, name: &str| {
-            let err = validate_repo(&repo.root(), &limits, &mut NoCache).unwrap_err();
+            let err = validate_repo(&repo.root(), &limits, &mut NoCache, None).unwrap_err();
             assert!(
                 matches!(&err, RepoError::LimitExceeded { limit_name, .. } if *limit_name == name),
                 "{name}: {err}"
@@ -749,6 +783,6 @@ mod tests {
             max_total_bytes: total,
             ..Limits::default()
         };
-        validate_repo(&repo.root(), &limits, &mut NoCache).unwrap();
+        validate_repo(&repo.root(), &limits, &mut NoCache, None).unwrap();
     }
 }
