@@ -187,7 +187,7 @@ where
                 ack.repomd_sha256,
             )
             .await;
-            stage("push::before_ack");
+            let _ = stage("push::before_ack");
             tracing::info!(repo = %ack.repo, version = ack.version, public_verified = ack.public.verified, "acked: snapshot is live");
             let repo = ack.repo.clone();
             let _ = out.send(Outbound::Ack(ack)).await;
@@ -419,7 +419,7 @@ where
                         pending.len()
                     )));
                 }
-                stage("receive::all_blobs");
+                stage("receive::all_blobs").map_err(|e| PushError::Protocol(e.to_string()))?;
                 break;
             }
             Some(Inbound::Chunk {
@@ -457,14 +457,18 @@ where
                 };
                 tokio::task::block_in_place(|| {
                     partial.write_chunk(offset, &data)?;
-                    stage("receive::chunk_written");
+                    stage("receive::chunk_written").map_err(|source| StoreError::Io {
+                        op: "failpoint",
+                        path: "receive::chunk_written".into(),
+                        source,
+                    })?;
                     Ok::<_, StoreError>(())
                 })?;
                 if partial.is_complete()
                     && let Some((partial, _guard)) = current.take()
                 {
                     tokio::task::block_in_place(|| partial.finish(store))?;
-                    stage("receive::blob_done");
+                    stage("receive::blob_done").map_err(|e| PushError::Protocol(e.to_string()))?;
                     pending.remove(&digest);
                 }
             }

@@ -32,6 +32,12 @@ use hotpush_shared::store::{BlobStore, sync_dir};
 use crate::failpoint::stage;
 use crate::state::{Installed, StateDir, StateError, io_err, within};
 
+/// A named stage of the swap (see [`stage`]); a failure injected there is a
+/// swap failure like any other.
+fn at(name: &'static str) -> Result<(), SwapError> {
+    Ok(stage(name).map_err(io_err("failpoint", Path::new(name)))?)
+}
+
 /// Directory holding one repodata directory per version.
 const VERSIONS_DIR: &str = ".repodata";
 /// The symlink clients go through.
@@ -109,7 +115,7 @@ impl Tree {
             .filter(|r| within(r.since, self.retain_for, now))
             .collect();
 
-        stage("swap::start");
+        at("swap::start")?;
         // S1. Packages, skipping those already live with the same content
         // (the live tree is trusted here; `hotpush-agent verify` re-checks
         // it). What will be placed is journalled first, so that a failed or
@@ -133,7 +139,7 @@ impl Tree {
         for e in to_place {
             let dest = repo_dir.join(e.path.as_str());
             self.place(&e.sha256, e.path.as_str(), &dest)?;
-            stage("swap::placed_package");
+            at("swap::placed_package")?;
             touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
         }
         for dir in &touched_dirs {
@@ -185,13 +191,13 @@ impl Tree {
         sync_dir(&versions).map_err(io_err("fsync", &versions))?;
 
         // S3–S5. Stage, flip, promote.
-        stage("swap::before_stage");
+        at("swap::before_stage")?;
         self.state.stage(snapshot)?;
-        stage("swap::before_flip");
+        at("swap::before_flip")?;
         self.flip(&repo_dir, manifest.version)?;
-        stage("swap::after_flip");
+        at("swap::after_flip")?;
         self.state.promote(repo)?;
-        stage("swap::done");
+        at("swap::done")?;
         Ok(())
     }
 
@@ -350,7 +356,7 @@ impl Tree {
         let kept_versions: HashSet<u64> = live.iter().map(|i| i.version()).collect();
         let repo_dir = self.repo_dir(repo);
         let mut removed = 0;
-        stage("gc::start");
+        at("gc::start")?;
         for old in &expired {
             for e in &old.snapshot.manifest.entries {
                 if !e.is_repodata() && !kept_paths.contains(e.path.as_str()) {
@@ -367,7 +373,7 @@ impl Tree {
                     })?;
                 }
             }
-            stage("gc::removed_snapshot_files");
+            at("gc::removed_snapshot_files")?;
             self.state.forget(repo, old.version())?;
         }
         let versions = repo_dir.join(VERSIONS_DIR);

@@ -96,14 +96,15 @@ async fn accept_loop(
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
-            let closing = tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = evicted.cancelled() => "evicted",
-                _ = shutdown.cancelled() => "shutdown",
-            };
-            tracing::debug!(%peer, reason = closing, "closing HTTP connection");
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // Only idle connections are evicted: drop it, closing the socket now.
+                _ = evicted.cancelled() => tracing::debug!(%peer, "closed an idle HTTP connection to make room"),
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn).await;
+                }
+            }
         });
     }
 }

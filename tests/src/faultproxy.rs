@@ -37,6 +37,12 @@ struct Shared {
     cut_at_up: AtomicU64,
     cuts: AtomicU64,
     accepted: AtomicU64,
+    /// Cut everything and refuse from then on once `up` reaches this (one shot; 0 = unarmed).
+    refuse_at_up: AtomicU64,
+    /// Freeze the open connections once `up` reaches this (one shot; 0 = unarmed).
+    freeze_at_up: AtomicU64,
+    /// Connections numbered below this are frozen: no byte moves, nothing closes.
+    frozen_below: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -81,6 +87,9 @@ impl FaultProxy {
             cut_at_up: AtomicU64::new(0),
             cuts: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            refuse_at_up: AtomicU64::new(0),
+            freeze_at_up: AtomicU64::new(0),
+            frozen_below: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -114,6 +123,21 @@ impl FaultProxy {
     pub fn cut_after_up_bytes(&self, bytes: u64) {
         let at = self.shared.up.load(Ordering::SeqCst) + bytes.max(1);
         self.shared.cut_at_up.store(at, Ordering::SeqCst);
+    }
+
+    /// Once `bytes` more have gone origin → agent, cuts every connection and
+    /// refuses new ones (the agent went away for good, mid-push).
+    pub fn refuse_after_up_bytes(&self, bytes: u64) {
+        let at = self.shared.up.load(Ordering::SeqCst) + bytes.max(1);
+        self.shared.refuse_at_up.store(at, Ordering::SeqCst);
+    }
+
+    /// Once `bytes` more have gone origin → agent, freezes every open
+    /// connection for good (no byte moves either way, nothing is closed);
+    /// connections opened later pass.
+    pub fn freeze_after_up_bytes(&self, bytes: u64) {
+        let at = self.shared.up.load(Ordering::SeqCst) + bytes.max(1);
+        self.shared.freeze_at_up.store(at, Ordering::SeqCst);
     }
 
     /// Origin → agent bytes forwarded so far.
@@ -154,7 +178,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
             }
             Err(_) => continue,
         };
-        shared.accepted.fetch_add(1, Ordering::SeqCst);
+        let id = shared.accepted.fetch_add(1, Ordering::SeqCst);
         let target = *shared.target.lock().expect("target lock");
         let (Some(target), Mode::Pass | Mode::Stall) = (target, shared.mode()) else {
             let _ = client.shutdown(Shutdown::Both);
@@ -180,12 +204,12 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                 continue;
             };
             let s = shared.clone();
-            std::thread::spawn(move || pump(from, to, up, &s));
+            std::thread::spawn(move || pump(from, to, up, id, &s));
         }
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, up: bool, shared: &Shared) {
+fn pump(mut from: TcpStream, mut to: TcpStream, up: bool, id: u64, shared: &Shared) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
     let mut buf = vec![0u8; 16 * 1024];
     let counter = if up { &shared.up } else { &shared.down };
@@ -193,8 +217,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, up: bool, shared: &Shared) {
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        // Stalled: read nothing, so TCP back-pressure holds the sender.
-        if shared.mode() == Mode::Stall {
+        // Stalled or frozen: read nothing, so TCP back-pressure holds the sender.
+        if shared.mode() == Mode::Stall || id < shared.frozen_below.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
@@ -204,13 +228,40 @@ fn pump(mut from: TcpStream, mut to: TcpStream, up: bool, shared: &Shared) {
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
             Err(_) => break,
         };
-        while shared.mode() == Mode::Stall && !shared.stop.load(Ordering::SeqCst) {
+        while (shared.mode() == Mode::Stall || id < shared.frozen_below.load(Ordering::SeqCst))
+            && !shared.stop.load(Ordering::SeqCst)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
         let total = counter.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        let refuse = shared.refuse_at_up.load(Ordering::SeqCst);
+        if up
+            && refuse > 0
+            && total >= refuse
+            && shared
+                .refuse_at_up
+                .compare_exchange(refuse, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            *shared.mode.lock().expect("mode lock") = Mode::Refuse;
+            shared.cut_all();
+            break;
+        }
+        let freeze = shared.freeze_at_up.load(Ordering::SeqCst);
+        if up
+            && freeze > 0
+            && total >= freeze
+            && shared
+                .freeze_at_up
+                .compare_exchange(freeze, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            let next = shared.accepted.load(Ordering::SeqCst);
+            shared.frozen_below.store(next, Ordering::SeqCst);
+        }
         let at = shared.cut_at_up.load(Ordering::SeqCst);
         if up
             && at > 0

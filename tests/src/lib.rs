@@ -179,6 +179,75 @@ fn parse_origin_init(stdout: &str) -> (String, String) {
     (field("origin-id:"), field("signing-key:"))
 }
 
+/// A tmpfs of its own, unmounted (lazily) on drop.
+pub struct Tmpfs {
+    pub dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `"200m"`) at `dir`; needs root.
+    pub fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = crate::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir),
+        );
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Changes its size.
+    pub fn resize(&self, size: &str) {
+        crate::run_ok(
+            Command::new("mount")
+                .args(["-o", &format!("remount,size={size}")])
+                .arg(&self.dir),
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// Peak resident memory of process `pid` (`VmHWM`), in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM:")
+}
+
+/// Resident memory of process `pid` now (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS:")
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Descriptors process `pid` holds open now.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Raises this process's soft descriptor limit to the hard one (attack
+/// tests open thousands of sockets); returns the new soft limit.
+pub fn raise_fd_limit() -> usize {
+    hotpush_shared::daemon::raise_fd_limit()
+}
+
 /// Address family of an agent's listeners.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -219,6 +288,8 @@ pub struct AgentSpec {
     /// Put `data_dir` and `serve_root` under this directory (`data/`, `www/`),
     /// e.g. a small filesystem of its own.
     pub data_root: Option<PathBuf>,
+    /// Run the agent under this command (e.g. `prlimit --nofile=1024 --`).
+    pub wrapper: Vec<String>,
 }
 
 impl AgentSpec {
@@ -239,7 +310,14 @@ impl AgentSpec {
             config: Vec::new(),
             endpoint: None,
             data_root: None,
+            wrapper: Vec::new(),
         }
+    }
+
+    /// Runs the agent as `<wrapper…> hotpush-agent serve …`.
+    pub fn wrapper(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|s| (*s).to_owned()).collect();
+        self
     }
     /// An environment variable for the agent process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -299,6 +377,8 @@ pub struct Agent {
     pub serve_root: PathBuf,
     /// Extra environment for its process (see [`AgentSpec::env`]).
     pub env: Vec<(String, String)>,
+    /// Command it runs under (see [`AgentSpec::wrapper`]).
+    pub wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -453,6 +533,7 @@ impl Publish {
 pub struct NetworkBuilder {
     repos: Vec<String>,
     agents: Vec<AgentSpec>,
+    origin_config: Vec<(String, String)>,
 }
 
 impl NetworkBuilder {
@@ -464,6 +545,13 @@ impl NetworkBuilder {
 
     pub fn agent(mut self, spec: AgentSpec) -> Self {
         self.agents.push(spec);
+        self
+    }
+
+    /// A top-level `origin.toml` key (raw TOML value; dotted keys such as
+    /// `connections.max_http_connections` set a table's field).
+    pub fn origin_config(mut self, key: &str, value: &str) -> Self {
+        self.origin_config.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -490,6 +578,9 @@ impl NetworkBuilder {
         );
         let (origin_id, origin_key) = parse_origin_init(&out);
         let origin_config = origin_dir.join("origin.toml");
+        for (key, value) in &self.origin_config {
+            set_toml_key(&origin_config, key, value);
+        }
         let mut net = Network {
             dir: Some(dir),
             root,
@@ -608,6 +699,7 @@ impl Network {
             data_dir,
             serve_root,
             env: spec.env.clone(),
+            wrapper: spec.wrapper.clone(),
             name,
             dir,
             listen,
@@ -646,7 +738,14 @@ impl Network {
     fn spawn_agent(&mut self, i: usize) {
         let a = &mut self.agents[i];
         assert!(a.child.is_none(), "agent {} is already running", a.name);
-        let mut cmd = Command::new(bin("hotpush-agent"));
+        let mut cmd = match a.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("hotpush-agent"));
+                c
+            }
+            None => Command::new(bin("hotpush-agent")),
+        };
         cmd.arg("serve").arg("-c").arg(&a.config);
         a.child = Some(Self::spawn_daemon(cmd, &a.log, &a.env));
     }
@@ -680,6 +779,11 @@ impl Network {
     pub fn start_agent(&mut self, i: usize) {
         self.spawn_agent(i);
         self.wait_agent_ready(i);
+    }
+
+    /// The origin daemon's process id, while running.
+    pub fn origin_pid(&self) -> Option<u32> {
+        self.origin.as_ref().map(Child::id)
     }
 
     /// Stops the origin daemon: SIGKILL, or SIGTERM and wait for a clean exit.
@@ -1040,6 +1144,77 @@ pub mod fixture {
                 (sha256_hex(&bytes), bytes.len() as u64)
             })
             .collect()
+    }
+
+    /// Writes a yum repo at `dir` without rpmbuild or createrepo: one file
+    /// per `(path, size)` with deterministic pseudo-random content (varied
+    /// by `seed`), then `repodata/` (a gzipped primary.xml listing them with
+    /// sha256 checksums, and repomd.xml with `revision`). The origin checks
+    /// repodata checksums, not RPM headers, so this is a valid publish.
+    pub fn synthetic_repo(dir: &Path, files: &[(String, u64)], seed: u64, revision: u64) {
+        let mut packages = String::new();
+        for (i, (path, size)) in files.iter().enumerate() {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().expect("a parent"))
+                .unwrap_or_else(|e| panic!("mkdir for {}: {e}", file.display()));
+            let body = pseudo_random(seed ^ (i as u64).wrapping_mul(0x9e37_79b9), *size);
+            std::fs::write(&file, &body)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+            packages.push_str(&format!(
+                "<package type=\"rpm\"><name>p{i}</name><arch>noarch</arch>\
+                 <checksum type=\"sha256\" pkgid=\"YES\">{}</checksum>\
+                 <size package=\"{size}\" installed=\"0\" archive=\"0\"/>\
+                 <location href=\"{path}\"/></package>\n",
+                sha256_hex(&body)
+            ));
+        }
+        let primary = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<metadata xmlns=\"http://linux.duke.edu/metadata/common\" packages=\"{}\">\n{packages}</metadata>\n",
+            files.len()
+        );
+        write_repodata(dir, &gzip(primary.as_bytes()), revision);
+    }
+
+    /// `repodata/<sha256>-primary.xml.gz` holding `primary_gz` as given, and
+    /// a repomd.xml that declares it with `revision` as its timestamp; any
+    /// older repodata is removed.
+    pub fn write_repodata(dir: &Path, primary_gz: &[u8], revision: u64) {
+        let repodata = dir.join("repodata");
+        let _ = std::fs::remove_dir_all(&repodata);
+        std::fs::create_dir_all(&repodata).expect("mkdir repodata");
+        let sum = sha256_hex(primary_gz);
+        let href = format!("repodata/{sum}-primary.xml.gz");
+        std::fs::write(dir.join(&href), primary_gz).expect("writing primary");
+        let repomd = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<repomd xmlns=\"http://linux.duke.edu/metadata/repo\"><revision>{revision}</revision>\
+             <data type=\"primary\"><checksum type=\"sha256\">{sum}</checksum><location href=\"{href}\"/>\
+             <timestamp>{revision}</timestamp><size>{}</size></data></repomd>\n",
+            primary_gz.len()
+        );
+        std::fs::write(repodata.join("repomd.xml"), repomd).expect("writing repomd.xml");
+    }
+
+    /// gzip of `data`.
+    pub fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+
+    /// `len` bytes of a xorshift stream seeded with `seed`: incompressible,
+    /// reproducible, fast.
+    pub fn pseudo_random(seed: u64, len: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len as usize);
+        while (out.len() as u64) < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        out.truncate(len as usize);
+        out
     }
 
     /// Reads a whole file, panicking with its path.

@@ -623,6 +623,20 @@ hostile_cases! {
         let o = c.sign(&c.v6());
         c.blob_case(move |_| After::Send(vec![offer(o)]), Some(C::RejectProtocol), "second Offer")
     };
+    held_blob_declared_with_another_size => |c: &Ctx| manifest_case(
+        // The agent holds PKG_V1 (10 bytes, from version 5); version 6 lists
+        // it at a new path with another size.
+        c.edit(|m| {
+            m.entries.push(pb::Entry {
+                path: "Packages/copy.rpm".into(),
+                size: 3,
+                sha256: Bytes::copy_from_slice(&Sha256Digest::of(PKG_V1).0),
+            });
+            m.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        }),
+        C::RejectBadManifest,
+        "which this agent holds with 10 bytes",
+    );
     stream_closed_before_commit => |c: &Ctx| {
         let (d, p) = (c.new_digest, c.new_pkg.clone());
         c.blob_case(move |_| After::Send(vec![chunk(&d, 0, &p[..5])]), None, "")

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hotpush_tests::Tmpfs;
 use hotpush_tests::dnf::LogMark;
 use hotpush_tests::faultproxy::{FaultProxy, Mode};
 use hotpush_tests::fixture::{self, referenced_files};
@@ -875,42 +876,6 @@ fn gc_keeps_everything_a_snapshot_inside_retain_for_references() {
     let mut versions = versions;
     versions.sort();
     assert_eq!(versions, vec!["3", "4"], "repodata dirs after GC");
-}
-
-/// A tmpfs of its own, unmounted (lazily) on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = hotpush_tests::run(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir),
-        );
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn resize(&self, size: &str) {
-        hotpush_tests::run_ok(
-            Command::new("mount")
-                .args(["-o", &format!("remount,size={size}")])
-                .arg(&self.dir),
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
 }
 
 fn agent_last_error(net: &Network, name: &str) -> String {
