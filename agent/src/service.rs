@@ -40,6 +40,9 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
         Ok(pb::PushRequest {
             msg: Some(In::Commit(_)),
         }) => Some(Inbound::Commit),
+        Ok(pb::PushRequest {
+            msg: Some(In::Flip(_)),
+        }) => Some(Inbound::Flip),
         Ok(pb::PushRequest { msg: None }) => Some(Inbound::Malformed("empty message".into())),
         Err(status)
             if matches!(
@@ -67,6 +70,11 @@ fn to_response(out: Outbound) -> pb::PushResponse {
                     offset,
                 })
                 .collect(),
+        }),
+        Outbound::Staged(repo, version, digest) => Out::Staged(pb::Staged {
+            repo: repo.to_string(),
+            version,
+            manifest_digest: Bytes::copy_from_slice(&digest.0),
         }),
         Outbound::Ack(ack) => Out::Ack(pb::Ack::from(&ack)),
         Outbound::Reject(code, reason) => Out::Reject(pb::Reject {

@@ -32,6 +32,7 @@ pub enum Inbound {
         data: Bytes,
     },
     Commit,
+    Flip,
     /// A message that does not decode or has no body.
     Malformed(String),
 }
@@ -40,6 +41,8 @@ pub enum Inbound {
 #[derive(Debug)]
 pub enum Outbound {
     Want(Vec<(Sha256Digest, u64)>),
+    /// Staged (repo, version, manifest digest): one rename away from live.
+    Staged(RepoName, u64, Sha256Digest),
     Ack(Ack),
     Reject(pb::RejectCode, String),
 }
@@ -130,6 +133,11 @@ fn ack_for(snapshot: &Snapshot, timings: Timings) -> Ack {
         public: Default::default(),
     }
 }
+
+/// How long a staged push waits for the Flip: past the origin's stage wait
+/// and settle delay with room to spare (a dead origin is noticed sooner,
+/// by the keepalive).
+const FLIP_WAIT: Duration = Duration::from_secs(600);
 
 /// How long a push waits for its share of the unverified-Offer budget.
 const OFFER_BUDGET_WAIT: Duration = Duration::from_secs(30);
@@ -412,6 +420,9 @@ where
                     "a second Offer in the middle of a push".into(),
                 ));
             }
+            Some(Inbound::Flip) => {
+                return Err(PushError::Protocol("Flip before Commit".into()));
+            }
             Some(Inbound::Commit) => {
                 if !pending.is_empty() {
                     return Err(PushError::Protocol(format!(
@@ -487,15 +498,59 @@ where
     if against_installed(&snapshot, installed(agent, &repo)?.as_ref())? == Freshness::Same {
         return Ok(Some(ack_for(&snapshot, Timings::default())));
     }
-    let swap_started = Instant::now();
-    tokio::task::block_in_place(|| agent.tree.install(&snapshot))?;
-    let swap_ms = swap_started.elapsed().as_millis() as u64;
+    let stage_started = Instant::now();
+    let staged = tokio::task::block_in_place(|| agent.tree.stage(&snapshot))?;
+    let stage_ms = stage_started.elapsed().as_millis() as u64;
+    tracing::info!(%repo, version, "staged: waiting for the flip");
+    if out
+        .send(Outbound::Staged(repo.clone(), version, snapshot.digest))
+        .await
+        .is_err()
+    {
+        tokio::task::block_in_place(|| agent.tree.abandon(&repo));
+        return Ok(None);
+    }
+
+    // Staged, the swap lock held: wait for the Flip. The origin sends it once
+    // the metalink accepts the new repomd.xml; a dead origin is noticed by
+    // the connection's keepalive, which ends the stream.
+    let waiting = Instant::now();
+    let flip = loop {
+        tokio::select! {
+            msg = next_within(inbound, FLIP_WAIT) => break msg,
+            Ok(()) = superseded.changed() => {
+                if let Err(e) = check_superseded(*superseded.borrow()) {
+                    tokio::task::block_in_place(|| agent.tree.abandon(&repo));
+                    return Err(e);
+                }
+            }
+        }
+    };
+    match flip {
+        Some(Inbound::Flip) => {}
+        None => {
+            tracing::info!(%repo, version, "push ended while staged: taking the staging away");
+            tokio::task::block_in_place(|| agent.tree.abandon(&repo));
+            return Ok(None);
+        }
+        Some(_) => {
+            tokio::task::block_in_place(|| agent.tree.abandon(&repo));
+            return Err(PushError::Protocol("only a Flip may follow Staged".into()));
+        }
+    }
+    let flip_wait_ms = waiting.elapsed().as_millis() as u64;
+    let flip_started = Instant::now();
+    tokio::task::block_in_place(|| agent.tree.flip(staged))?;
+    let flipped_unix_ms = hotpush_shared::clock::now_unix_ms();
+    let swap_ms = stage_ms + flip_started.elapsed().as_millis() as u64;
     Ok(Some(ack_for(
         &snapshot,
         Timings {
             verify_ms,
             receive_ms,
             swap_ms,
+            flip_wait_ms,
+            flipped_unix_ms,
         },
     )))
 }

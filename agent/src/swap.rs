@@ -64,6 +64,15 @@ impl SwapError {
     }
 }
 
+/// A snapshot staged by [`Tree::stage`], one rename away from live.
+#[derive(Debug)]
+pub struct StagedSwap {
+    pub repo: RepoName,
+    pub version: u64,
+    /// Paths whose content changes, placed at the flip.
+    changed: Vec<(Sha256Digest, hotpush_shared::relpath::RelPath)>,
+}
+
 /// Where a repo's files go and what to keep.
 #[derive(Clone, Debug)]
 pub struct Tree {
@@ -79,29 +88,60 @@ impl Tree {
         self.serve_root.join(repo.as_str())
     }
 
-    /// Puts `snapshot` live, diffing against the current snapshot (only
-    /// what changed is touched) and carrying over the repodata files of the
-    /// snapshots still inside `retain_for`. If it fails before the flip,
-    /// what it placed is removed again: the served tree is as it was.
+    /// Stages and flips at once (a snapshot no metalink needs to wait for).
     pub fn install(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
-        let repo = snapshot.repo();
-        let result = self.install_steps(snapshot);
+        let staged = self.stage(snapshot)?;
+        self.flip(staged)
+    }
+
+    /// S1–S3: puts `snapshot` beside the live one, diffing against it (only
+    /// what changed is touched) and carrying over the repodata files of the
+    /// snapshots still inside `retain_for`. Nothing a client sees changes:
+    /// new package paths are not named by any live repodata, and paths whose
+    /// content changes are only replaced at the flip. If it fails, what it
+    /// placed is taken away again.
+    pub fn stage(&self, snapshot: &Snapshot) -> Result<StagedSwap, SwapError> {
+        let result = self.stage_steps(snapshot);
+        if let Err(e) = &result {
+            tracing::warn!(repo = %snapshot.repo(), version = snapshot.version(), error = %e, "staging failed: removing what it placed");
+            self.abandon(snapshot.repo());
+        }
+        result
+    }
+
+    /// S4–S5: replaces the paths whose content changed, switches `repodata`
+    /// (one rename) and promotes the staged manifest: the snapshot is live.
+    /// A failure before the switch takes the staging away again.
+    pub fn flip(&self, staged: StagedSwap) -> Result<(), SwapError> {
+        let repo = staged.repo.clone();
+        let result = self.flip_steps(&staged);
         match &result {
-            Ok(()) => self.state.clear_journal(repo)?,
+            Ok(()) => self.state.clear_journal(&repo)?,
             Err(e) => {
-                tracing::warn!(%repo, version = snapshot.version(), error = %e, "swap failed: removing what it placed");
-                match self.undo_unflipped(repo) {
-                    Ok(()) => self.state.clear_journal(repo)?,
-                    Err(undo) => {
-                        tracing::warn!(%repo, error = %undo, "could not remove what the failed swap placed; the next start retries")
-                    }
-                }
+                tracing::warn!(%repo, version = staged.version, error = %e, "flip failed");
+                self.abandon(&repo);
             }
         }
         result
     }
 
-    fn install_steps(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
+    /// Takes away a staging that will not be flipped (the origin went away,
+    /// or a newer push took over): what it placed, its repodata directory,
+    /// its staged manifest. A swap that already flipped is left alone.
+    pub fn abandon(&self, repo: &RepoName) {
+        match self.undo_unflipped(repo) {
+            Ok(()) => {
+                if let Err(e) = self.state.clear_journal(repo) {
+                    tracing::warn!(%repo, error = %e, "could not clear the swap journal");
+                }
+            }
+            Err(undo) => {
+                tracing::warn!(%repo, error = %undo, "could not remove what an unfinished swap placed; the next start retries")
+            }
+        }
+    }
+
+    fn stage_steps(&self, snapshot: &Snapshot) -> Result<StagedSwap, SwapError> {
         let manifest = &snapshot.manifest;
         let repo = &manifest.repo;
         let repo_dir = self.repo_dir(repo);
@@ -119,7 +159,8 @@ impl Tree {
         // S1. Packages, skipping those already live with the same content
         // (the live tree is trusted here; `hotpush-agent verify` re-checks
         // it). What will be placed is journalled first, so that a failed or
-        // interrupted swap can take it away again.
+        // abandoned swap can take it away again. New paths are placed now;
+        // paths that get other content wait for the flip.
         let live: HashMap<&str, Sha256Digest> = current
             .iter()
             .flat_map(|c| c.snapshot.manifest.entries.iter())
@@ -136,8 +177,13 @@ impl Tree {
             to_place.iter().map(|e| e.path.as_str()),
         )?;
         let mut touched_dirs = BTreeSet::new();
+        let mut changed = Vec::new();
         for e in to_place {
             let dest = repo_dir.join(e.path.as_str());
+            if live.contains_key(e.path.as_str()) {
+                changed.push((e.sha256, e.path.clone()));
+                continue;
+            }
             self.place(&e.sha256, e.path.as_str(), &dest)?;
             at("swap::placed_package")?;
             touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
@@ -165,8 +211,8 @@ impl Tree {
                 &building.join(e.path.file_name()),
             )?;
         }
-        // The snapshot being replaced enters its retention window now (unless
-        // there is none); older ones only while still inside theirs.
+        // The snapshot being replaced enters its retention window at the
+        // flip (unless there is none); older ones only while inside theirs.
         let replaced = current.iter().filter(|_| !self.retain_for.is_zero());
         for old in replaced.chain(kept.iter()) {
             for e in old
@@ -190,13 +236,35 @@ impl Tree {
         fs::rename(&building, &vdir).map_err(io_err("rename", &vdir))?;
         sync_dir(&versions).map_err(io_err("fsync", &versions))?;
 
-        // S3–S5. Stage, flip, promote.
+        // S3. Stage the manifest.
         at("swap::before_stage")?;
         self.state.stage(snapshot)?;
+        at("swap::staged")?;
+        Ok(StagedSwap {
+            repo: repo.clone(),
+            version: manifest.version,
+            changed,
+        })
+    }
+
+    fn flip_steps(&self, staged: &StagedSwap) -> Result<(), SwapError> {
+        let repo_dir = self.repo_dir(&staged.repo);
+        // S4. Paths whose content changes (only with --allow-changed-paths),
+        // each by one rename, then repodata by one rename.
+        let mut touched_dirs = BTreeSet::new();
+        for (digest, path) in &staged.changed {
+            let dest = repo_dir.join(path.as_str());
+            self.place(digest, path.as_str(), &dest)?;
+            touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
+        }
+        for dir in &touched_dirs {
+            sync_dir(dir).map_err(io_err("fsync", dir))?;
+        }
         at("swap::before_flip")?;
-        self.flip(&repo_dir, manifest.version)?;
+        self.switch(&repo_dir, staged.version)?;
         at("swap::after_flip")?;
-        self.state.promote(repo)?;
+        // S5. Promote.
+        self.state.promote(&staged.repo)?;
         at("swap::done")?;
         Ok(())
     }
@@ -235,7 +303,7 @@ impl Tree {
     }
 
     /// Points `repodata` at `.repodata/<version>` with one rename.
-    fn flip(&self, repo_dir: &Path, version: u64) -> Result<(), SwapError> {
+    fn switch(&self, repo_dir: &Path, version: u64) -> Result<(), SwapError> {
         let link = repo_dir.join(REPODATA_LINK);
         if let Ok(meta) = fs::symlink_metadata(&link)
             && !meta.file_type().is_symlink()
@@ -543,9 +611,9 @@ mod tests {
         assert!(f.tree.state.staged(&repo).unwrap().is_none());
         // Crash after the flip, before promotion: v2 becomes current.
         f.tree.state.stage(&s2).unwrap();
-        f.tree.flip(&f.tree.repo_dir(&repo), 1).unwrap();
+        f.tree.switch(&f.tree.repo_dir(&repo), 1).unwrap();
         fs::create_dir_all(f.tree.repo_dir(&repo).join(".repodata/2")).unwrap();
-        f.tree.flip(&f.tree.repo_dir(&repo), 2).unwrap();
+        f.tree.switch(&f.tree.repo_dir(&repo), 2).unwrap();
         f.tree.recover(&repo).unwrap();
         assert_eq!(f.tree.state.current(&repo).unwrap().unwrap().version(), 2);
     }

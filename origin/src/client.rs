@@ -134,6 +134,8 @@ pub struct Published {
     pub unreferenced_files: u64,
     /// Same content as the previous version.
     pub unchanged: bool,
+    /// Seconds between every mirror staging and the flip.
+    pub settle_secs: u64,
     /// Agents that carry the repo.
     #[serde(skip)]
     pub agents: Vec<String>,
@@ -150,6 +152,7 @@ impl From<pb::Published> for Published {
             new_blobs: p.new_blobs,
             unreferenced_files: p.unreferenced_files,
             unchanged: p.unchanged,
+            settle_secs: p.settle_secs,
             agents: p.agents,
         }
     }
@@ -222,6 +225,13 @@ pub struct Summary {
     pub agents: BTreeMap<String, AgentOutcome>,
 }
 
+/// How to publish, beyond what and where.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Publish even if paths the recent snapshots serve get other bytes.
+    pub allow_changed_paths: bool,
+}
+
 /// Publishes `from` as the next version of `repo` (with `None`: the latest
 /// content, signed again), then follows every agent until `wait` holds or
 /// `timeout` passes. `on` sees each update as it happens.
@@ -231,11 +241,13 @@ pub async fn publish(
     from: Option<PathBuf>,
     wait: Wait,
     timeout: Duration,
+    options: Options,
     mut on: impl FnMut(Update<'_>),
 ) -> Result<Summary, ClientError> {
     let request = pb::PublishRequest {
         repo: repo.to_owned(),
         from_dir: from.map(|p| p.display().to_string()).unwrap_or_default(),
+        allow_changed_paths: options.allow_changed_paths,
     };
     let mut events = client
         .publish(request)

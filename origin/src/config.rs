@@ -14,6 +14,23 @@ use serde::Deserialize;
 /// push cannot be replayed months later.
 pub const DEFAULT_MANIFEST_LIFETIME_SECS: u64 = 14 * 86400;
 
+/// How long clients and caches may keep a metalink (`Cache-Control:
+/// max-age`). librepo asks with `no-cache`, so this bounds only proxies and
+/// CDNs that serve it anyway; short, because the metalink is what tells
+/// clients a fix exists.
+pub const DEFAULT_METALINK_MAX_AGE_SECS: u64 = 10;
+/// Added to the metalink's max-age to make the settle delay: the time a
+/// client takes from reading the metalink to fetching repomd.xml.
+pub const SETTLE_MARGIN_SECS: u64 = 2;
+/// How long the first mirror to stage waits for the others, so that mirrors
+/// staging at about the same time flip together; a mirror that stages
+/// later flips as soon as it has (that is safe once the settle is over), so
+/// a slow or unreachable partner delays the others by this at most.
+pub const DEFAULT_STAGE_WAIT_SECS: u64 = 5;
+/// How far back a publish looks for the bytes a path had: dnf's default
+/// `metadata_expire`, how long a client may hold older metadata.
+pub const CHANGED_PATH_WINDOW_SECS: u64 = 48 * 3600;
+
 pub use hotpush_shared::config::ConfigError;
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +53,12 @@ struct RawConfig {
     public_url: Option<String>,
     #[serde(default)]
     manifest_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    metalink_max_age_secs: Option<u64>,
+    #[serde(default)]
+    settle_secs: Option<f64>,
+    #[serde(default)]
+    stage_wait_secs: Option<f64>,
     #[serde(default)]
     control_listen: Vec<SocketAddr>,
     #[serde(default, rename = "publisher")]
@@ -82,6 +105,16 @@ pub struct Config {
     /// Base URL under which clients reach this origin's HTTP (for `repo-file`).
     pub public_url: Option<String>,
     pub manifest_lifetime: Duration,
+    /// `Cache-Control: max-age` of the metalink.
+    pub metalink_max_age: Duration,
+    /// From the moment the metalink accepts a new repomd.xml (as an
+    /// alternate) to the moment mirrors are told to flip: every metalink a
+    /// client may still hold then accepts it too. Default: the max-age
+    /// plus [`SETTLE_MARGIN_SECS`].
+    pub settle: Duration,
+    /// How long the first mirror to stage waits for the others still
+    /// receiving before the staged ones flip.
+    pub stage_wait: Duration,
     /// Control service over mutual TLS, for publishers on other hosts.
     pub control_listen: Vec<SocketAddr>,
     /// Who may connect to `control_listen`, by pinned TLS id.
@@ -103,6 +136,19 @@ impl Config {
         let raw: RawConfig = hotpush_shared::config::parse(text, path)?;
         let resolve = |p: PathBuf| hotpush_shared::config::resolve(path, p);
         let min_acks = raw.min_acks.unwrap_or(1);
+        let max_age = raw
+            .metalink_max_age_secs
+            .unwrap_or(DEFAULT_METALINK_MAX_AGE_SECS);
+        if let Some(settle) = raw.settle_secs
+            && settle < max_age as f64
+        {
+            tracing::warn!(
+                settle,
+                max_age,
+                "settle_secs is shorter than metalink_max_age_secs: a client holding a metalink \
+                 cached just before a publish may find no mirror serving what it names"
+            );
+        }
         if min_acks == 0 {
             return Err(ConfigError::Invalid {
                 path: path.into(),
@@ -144,6 +190,22 @@ impl Config {
             manifest_lifetime: Duration::from_secs(
                 raw.manifest_lifetime_secs
                     .unwrap_or(DEFAULT_MANIFEST_LIFETIME_SECS),
+            ),
+            metalink_max_age: Duration::from_secs(max_age),
+            settle: match raw.settle_secs {
+                Some(secs) if secs.is_finite() && secs >= 0.0 => Duration::from_secs_f64(secs),
+                Some(secs) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        what: format!("settle_secs must be a number of seconds ≥ 0, not {secs}"),
+                    });
+                }
+                None => Duration::from_secs(max_age + SETTLE_MARGIN_SECS),
+            },
+            stage_wait: Duration::from_secs_f64(
+                raw.stage_wait_secs
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .unwrap_or(DEFAULT_STAGE_WAIT_SECS as f64),
             ),
             limits: raw.limits,
             connections: raw.connections,
@@ -200,6 +262,32 @@ http_listen = ["{http_listen}"]
 
 # How long a signed manifest may be installed (seconds).
 # manifest_lifetime_secs = 1209600
+
+# How long clients and caches may keep the metalink (Cache-Control max-age).
+# metalink_max_age_secs = 10
+
+# Between the moment the metalink also accepts a new repomd.xml and the
+# moment mirrors switch to it. A client holding a metalink from before the
+# publish must find a mirror serving what it names, so keep this at least
+# metalink_max_age_secs; the default adds 2 s. `publish` prints it.
+# settle_secs = 12
+
+# How long mirrors still receiving a publish may hold back the flip of the
+# ones that already staged it (seconds); a late mirror flips when it stages.
+# stage_wait_secs = 5
+
+# Bounds on what peers can make the origin hold open; the defaults suit a
+# LimitNOFILE of 65536 (deploy/systemd/hotpush-origin.service).
+# [connections]
+# max_http_connections = 4096
+# max_http_connections_per_address = 256
+# http_header_timeout_secs = 10
+# max_tls_handshakes = 256
+# max_tls_handshakes_per_address = 32
+# tls_handshake_timeout_secs = 5
+# max_connections_per_peer = 4
+# max_streams_per_connection = 16
+# keepalive_secs = 20
 "#
     )
 }

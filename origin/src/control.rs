@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -75,10 +76,11 @@ fn to_status(e: PublishError) -> Status {
 }
 
 /// The first event of a publish stream: what was published, to whom.
-fn published(p: &Publication, agents: Vec<String>) -> pb::PublishEvent {
+fn published(p: &Publication, agents: Vec<String>, settle: Duration) -> pb::PublishEvent {
     let m = &p.snapshot.manifest;
     pb::PublishEvent {
         event: Some(Ev::Published(pb::Published {
+            settle_secs: settle.as_secs_f64().ceil() as u64,
             repo: m.repo.to_string(),
             version: m.version,
             manifest_digest: Bytes::copy_from_slice(&p.snapshot.digest.0),
@@ -138,6 +140,7 @@ impl pb::control_server::Control for ControlService {
         let req = request.into_inner();
         let repo = RepoName::new(&req.repo).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let dir = PathBuf::from(&req.from_dir);
+        let allow_changed_paths = req.allow_changed_paths;
         // Subscribe first, so no ack can slip past between publish and stream.
         let mut events = self.origin.events.subscribe();
         let origin = self.origin.clone();
@@ -147,7 +150,7 @@ impl pb::control_server::Control for ControlService {
             if dir.as_os_str().is_empty() {
                 resign_latest(&origin, &r, &w)
             } else {
-                publish(&origin, &r, &dir, &w)
+                publish(&origin, &r, &dir, &w, allow_changed_paths)
             }
         })
         .await
@@ -178,7 +181,10 @@ impl pb::control_server::Control for ControlService {
             .map(|a| a.name().to_string())
             .collect();
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let _ = tx.send(Ok(published(&publication, agents.clone()))).await;
+        let settle = self.origin.config.settle;
+        let _ = tx
+            .send(Ok(published(&publication, agents.clone(), settle)))
+            .await;
         let mut latest = self.origin.announcements.watch(&repo);
         tokio::spawn(async move {
             let mut waiting: HashSet<String> = agents.into_iter().collect();

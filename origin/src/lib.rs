@@ -10,8 +10,10 @@
 //! - [`origin`]: the shared state and its progress events.
 //! - [`source`]: the origin as the push side's version source
 //!   (`hotpush_shared::push` does the pushing).
-//! - [`publish`]: a directory → a signed, stored snapshot.
-//! - [`metalink`]: which version clients get, and the document.
+//! - [`publish`]: a directory → a signed, stored snapshot; [`history`]:
+//!   the bytes each path had recently, so changed paths are refused.
+//! - [`metalink`]: which version clients get, and the document;
+//!   [`flip`]: when staged mirrors flip, and what the metalink accepts meanwhile.
 //! - [`status`]: the status report model; [`metrics`]: Prometheus metrics.
 //! - [`control`] (gRPC) and [`web`] (HTTP): thin edges over the above.
 //! - [`client`]: the Control service's client (publish and wait, status).
@@ -28,6 +30,8 @@ pub mod db;
 pub mod doctor;
 pub mod drill;
 pub mod emptyrepo;
+pub mod flip;
+pub mod history;
 pub mod metalink;
 pub mod metrics;
 pub mod origin;

@@ -162,20 +162,42 @@ pub fn render(
             min_acks: origin.config.min_acks,
         })?;
     let description = cache.get(origin, &current.version)?;
-    let (alternates, lagging) = grace_alternates(origin, cache, &view, &current)?;
-    let mut names: Vec<&str> = current.mirrors.iter().map(|m| m.name().as_str()).collect();
+    let (mut alternates, lagging) = grace_alternates(origin, cache, &view, &current)?;
+    // While a newer version's flip is under way, its repomd.xml is accepted
+    // too, and the mirrors already serving it are listed (PROTOCOL.md, "The flip").
+    let (next, flipped) = match next_version(origin, &view, &current) {
+        Some(record) => {
+            alternates.push(cache.get(origin, record)?);
+            let flipped: Vec<AgentRecord> = view
+                .serving(record)
+                .into_iter()
+                .filter(|a| !current.mirrors.iter().any(|m| m.name() == a.name()))
+                .collect();
+            (Some(record.version), flipped)
+        }
+        None => (None, Vec::new()),
+    };
+    let mut names: Vec<&str> = current
+        .mirrors
+        .iter()
+        .chain(&flipped)
+        .map(|m| m.name().as_str())
+        .collect();
     names.sort_unstable();
     let etag = format!(
         "W/\"{}-{}\"",
         current.version.version,
-        &hotpush_shared::Sha256Digest::of(format!("{description:?}{names:?}").as_bytes()).to_hex()
-            [..16]
+        &hotpush_shared::Sha256Digest::of(
+            format!("{description:?}{alternates:?}{next:?}{names:?}").as_bytes()
+        )
+        .to_hex()[..16]
     );
     let mut rng = rand::rng();
-    // Mirrors on the current version first; inside the grace window, those
-    // still on the previous one after them.
+    // Mirrors on the current version first, then those that already flipped
+    // to the next; inside the grace window, those still on the previous one.
     let mut mirrors: Vec<Mirror> = weighted_order(current.mirrors, &mut rng)
         .into_iter()
+        .chain(weighted_order(flipped, &mut rng))
         .chain(weighted_order(lagging, &mut rng))
         .map(|a| Mirror {
             base_url: a.target.public_url.repo_base(repo),
@@ -190,6 +212,24 @@ pub fn render(
     }
     let body = write_metalink(&description, &alternates, &mirrors, SystemTime::now());
     Ok(Rendered { body, etag })
+}
+
+/// The version whose flip is under way, if it is newer than `current`
+/// (once `current` has caught up, the round is over and forgotten).
+fn next_version<'v>(
+    origin: &Origin,
+    view: &'v RepoView,
+    current: &Current,
+) -> Option<&'v VersionRecord> {
+    let repo: RepoName = current.version.repo.parse().ok()?;
+    let next = origin.flips.next(&repo)?;
+    if next.snapshot.version() <= current.version.version {
+        origin.flips.done(&repo, current.version.version);
+        return None;
+    }
+    view.versions
+        .iter()
+        .find(|v| v.version == next.snapshot.version() && v.manifest_digest == next.snapshot.digest)
 }
 
 /// Alternates for versions replaced less than `alternates_grace` ago, and

@@ -48,6 +48,10 @@ pub struct Origin {
     /// The newest snapshot of each repo, decoded once.
     latest: Mutex<HashMap<RepoName, Arc<Snapshot>>>,
     pub metrics: Metrics,
+    /// When staged mirrors flip, and what the metalink accepts meanwhile.
+    pub flips: Arc<crate::flip::Flips>,
+    /// The bytes each path had in recent snapshots.
+    pub history: crate::history::PathHistory,
     /// Descriptors the configured connection caps need (before they were
     /// fitted to the process's limit), for `status` and `doctor`.
     pub fds_needed: usize,
@@ -76,6 +80,8 @@ impl Origin {
             push_state: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            flips: Arc::default(),
+            history: Default::default(),
         })
     }
 
@@ -123,6 +129,14 @@ impl Origin {
             .clone()
     }
 
+    /// The settle delay and stage wait of flip rounds.
+    pub fn flip_timing(&self) -> crate::flip::Timing {
+        crate::flip::Timing {
+            settle: self.config.settle,
+            stage_wait: self.config.stage_wait,
+        }
+    }
+
     /// Records an event in the push state and metrics, then tells subscribers.
     pub fn emit(&self, event: Event) {
         {
@@ -150,6 +164,15 @@ impl Origin {
                     s.last_error = Some(reason.clone());
                 }
             }
+        }
+        if let EventKind::Failed { .. } = &event.kind {
+            // The flip round of this version does not wait for this mirror.
+            self.flips.failed(
+                &event.target,
+                &event.repo,
+                event.version,
+                self.flip_timing(),
+            );
         }
         self.metrics.observe(&event);
         // No subscriber is normal: nobody is running `publish` right now.

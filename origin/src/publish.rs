@@ -24,6 +24,14 @@ pub enum PublishError {
     Manifest(#[from] ManifestError),
     #[error("{0} has never been published: publish it with --from DIR first")]
     NothingPublished(RepoName),
+    #[error(
+        "{} would change bytes that version {} served{}: clients holding that metadata would get a \
+         checksum mismatch on every mirror. Bump the package's release so the fix gets a new file \
+         name, or publish with --allow-changed-paths (see docs/PROTOCOL.md, \"Changed paths\")",
+        .0[0].path, .0[0].version,
+        if .0.len() > 1 { format!(" (and {} more paths)", .0.len() - 1) } else { String::new() }
+    )]
+    ChangedPaths(Vec<crate::history::ChangedPath>),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -49,6 +57,7 @@ pub fn publish(
     repo: &RepoName,
     dir: &Path,
     who: &str,
+    allow_changed_paths: bool,
 ) -> Result<Publication, PublishError> {
     let limits = &origin.config.limits;
     let mut import = Import::new(&origin.store);
@@ -63,6 +72,15 @@ pub fn publish(
             sha256: f.sha256,
         })
         .collect();
+    let changed = origin.history.changed(&origin.db, limits, repo, &entries)?;
+    if !changed.is_empty() {
+        if !allow_changed_paths {
+            return Err(PublishError::ChangedPaths(changed));
+        }
+        for c in &changed {
+            tracing::warn!(%repo, path = %c.path, old = %c.old, new = %c.new, "publishing changed bytes under an existing path (--allow-changed-paths)");
+        }
+    }
     // Durable before the version that names them is recorded.
     let new_blobs = import.commit().map_err(|source| PublishError::Store {
         path: dir.display().to_string(),
@@ -150,6 +168,9 @@ fn sign_version(
             Ok(out)
         })??;
     let unchanged = previous.is_some_and(|p| p.manifest.entries == manifest.entries);
+    origin
+        .history
+        .record(repo, record.version, record.created_unix, &manifest.entries);
     let signed = signed.ok_or_else(|| DbError::Corrupt {
         what: "new version",
         value: repo.to_string(),

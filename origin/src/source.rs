@@ -2,8 +2,10 @@
 //! targets from the registered agents, acks recorded with their public-URL
 //! verdict.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use hotpush_shared::ack::Ack;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::name::AgentName;
@@ -61,5 +63,37 @@ impl Source for Origin {
 
     fn report(&self, event: Event) {
         self.emit(event);
+    }
+
+    fn may_flip<'a>(
+        &'a self,
+        target: &'a Target,
+        snapshot: &'a Arc<Snapshot>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let repo = snapshot.repo();
+            let carrying = || {
+                self.db
+                    .agents()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.carries(repo))
+                    .map(|a| a.target.name)
+                    .collect::<HashSet<AgentName>>()
+            };
+            let current = crate::metalink::current_version(self, repo)
+                .map_err(|e| e.to_string())?
+                .and_then(|c| c.version.snapshot(&self.config.limits).ok())
+                .and_then(|s| s.repomd().map(|e| e.sha256));
+            self.flips
+                .staged(
+                    &target.name,
+                    snapshot,
+                    carrying,
+                    current,
+                    self.flip_timing(),
+                )
+                .await
+        })
     }
 }

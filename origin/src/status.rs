@@ -38,6 +38,8 @@ pub struct RepoReport {
     pub latest_version: u64,
     /// The version the metalink sends clients to (0: none yet).
     pub metalink_version: u64,
+    /// The version whose flip is under way, accepted as an alternate.
+    pub metalink_next: Option<u64>,
     /// Of the newest version, hex.
     pub manifest_digest: String,
 }
@@ -128,6 +130,11 @@ impl Report {
                 repo: repo.to_string(),
                 latest_version: latest.as_ref().map_or(0, |v| v.version),
                 metalink_version: current.as_ref().map_or(0, |c| c.version.version),
+                metalink_next: origin
+                    .flips
+                    .next(&repo)
+                    .map(|n| n.snapshot.version())
+                    .filter(|&v| current.as_ref().is_none_or(|c| v > c.version.version)),
                 manifest_digest: latest
                     .map(|v| v.manifest_digest.to_hex())
                     .unwrap_or_default(),

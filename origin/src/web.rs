@@ -20,10 +20,6 @@ use crate::metalink::{DescriptionCache, MetalinkError, render};
 use crate::origin::Origin;
 use crate::status::Report;
 
-/// Clients may cache a metalink this long; short, because it is what tells
-/// them a fix exists.
-pub const METALINK_MAX_AGE_SECS: u32 = 30;
-
 #[derive(Clone)]
 struct Web {
     origin: Arc<Origin>,
@@ -104,7 +100,7 @@ async fn metalink(
                     (header::CONTENT_TYPE, "application/metalink+xml".to_owned()),
                     (
                         header::CACHE_CONTROL,
-                        format!("max-age={METALINK_MAX_AGE_SECS}"),
+                        format!("max-age={}", web.origin.config.metalink_max_age.as_secs()),
                     ),
                     (header::ETAG, r.etag),
                 ],

@@ -23,7 +23,12 @@ pub enum AckError {
 pub struct Timings {
     pub verify_ms: u64,
     pub receive_ms: u64,
+    /// Staging and the flip itself.
     pub swap_ms: u64,
+    /// Staged, waiting for the Flip.
+    pub flip_wait_ms: u64,
+    /// When `repodata` was switched, Unix milliseconds by the agent's clock.
+    pub flipped_unix_ms: u64,
 }
 
 /// What the agent saw when it fetched repomd.xml through its public URL
@@ -84,6 +89,8 @@ impl From<&Ack> for pb::Ack {
                 verify_ms: a.timings.verify_ms,
                 receive_ms: a.timings.receive_ms,
                 swap_ms: a.timings.swap_ms,
+                flip_wait_ms: a.timings.flip_wait_ms,
+                flipped_unix_ms: a.timings.flipped_unix_ms,
             }),
             public_url: a.public.url.clone(),
             public_verified: a.public.verified,
@@ -111,6 +118,8 @@ impl TryFrom<pb::Ack> for Ack {
                 verify_ms: t.verify_ms,
                 receive_ms: t.receive_ms,
                 swap_ms: t.swap_ms,
+                flip_wait_ms: t.flip_wait_ms,
+                flipped_unix_ms: t.flipped_unix_ms,
             },
             public: PublicCheck {
                 url: a.public_url,
@@ -164,6 +173,8 @@ mod tests {
                 verify_ms: 1,
                 receive_ms: 2,
                 swap_ms: 3,
+                flip_wait_ms: 4,
+                flipped_unix_ms: 5,
             },
             public: PublicCheck::default(),
         };

@@ -8,6 +8,14 @@ pub fn now_unix() -> i64 {
     unix_of(SystemTime::now())
 }
 
+/// Milliseconds since the epoch now (0 if the clock is before 1970).
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Seconds since the epoch at `t` (0 before 1970).
 pub fn unix_of(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

@@ -196,10 +196,13 @@ impl<IO: Connected> Connected for Guarded<IO> {
     }
 }
 
-/// HTTP/2 flow-control window per stream and per connection: 8 MiB keeps a
-/// 1 Gbit/s push at 50 ms round trips streaming, and bounds what one
-/// connection can make the server buffer before the service reads it.
+/// HTTP/2 flow-control window per stream: 8 MiB keeps a 1 Gbit/s push at
+/// 50 ms round trips streaming.
 pub const H2_WINDOW_BYTES: u32 = 8 << 20;
+/// Per connection, twice that: one big push can never take the whole
+/// window from a small one to another repo on the same connection, and
+/// what one connection can make the server buffer stays bounded.
+pub const H2_CONNECTION_WINDOW_BYTES: u32 = 2 * H2_WINDOW_BYTES;
 /// Pings on an idle or stalled connection, and how long an answer may take.
 fn keepalive(limits: &ConnLimits) -> Duration {
     Duration::from_secs(limits.keepalive_secs.max(1))
@@ -211,7 +214,7 @@ pub fn grpc_server(limits: &ConnLimits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_streams_per_connection)
         .initial_stream_window_size(H2_WINDOW_BYTES)
-        .initial_connection_window_size(H2_WINDOW_BYTES)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES)
         .http2_keepalive_interval(Some(keepalive(limits)))
         .http2_keepalive_timeout(Some(keepalive(limits)))
         .http2_max_pending_accept_reset_streams(Some(32))
@@ -241,7 +244,7 @@ pub fn tls_channel(
         .keep_alive_timeout(keepalive(limits))
         .keep_alive_while_idle(true)
         .initial_stream_window_size(H2_WINDOW_BYTES)
-        .initial_connection_window_size(H2_WINDOW_BYTES);
+        .initial_connection_window_size(H2_CONNECTION_WINDOW_BYTES);
     let connector = TlsConnector::from(config);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {

@@ -27,6 +27,14 @@ pub mod local;
 pub mod nginx;
 pub mod webcheck;
 
+/// Flip timing for test networks: no metalink caching, a short settle and
+/// stage wait, so that a publish costs tests well under a second extra.
+pub const TEST_FLIP_TIMING: [(&str, &str); 3] = [
+    ("metalink_max_age_secs", "0"),
+    ("settle_secs", "0.3"),
+    ("stage_wait_secs", "1"),
+];
+
 /// How long a daemon may take to start listening.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -578,6 +586,11 @@ impl NetworkBuilder {
         );
         let (origin_id, origin_key) = parse_origin_init(&out);
         let origin_config = origin_dir.join("origin.toml");
+        // Fast flips for tests: a client's metalink is fetched fresh (no
+        // cache), so a short settle keeps the guarantee. Tests may override.
+        for (key, value) in TEST_FLIP_TIMING {
+            set_toml_key(&origin_config, key, value);
+        }
         for (key, value) in &self.origin_config {
             set_toml_key(&origin_config, key, value);
         }

@@ -111,6 +111,9 @@ impl LocalNetwork {
             &origin_config,
             &hotpush_origin::config::template(&http_addr.to_string()),
         );
+        for (key, value) in crate::TEST_FLIP_TIMING {
+            crate::set_toml_key(&origin_config, key, value);
+        }
         let config = hotpush_origin::config::Config::load(&origin_config).expect("origin config");
         let db = Db::open(&config.data_dir).expect("origin db");
 
@@ -209,6 +212,7 @@ impl LocalNetwork {
             Some(from.to_path_buf()),
             wait,
             timeout,
+            client::Options::default(),
             |_| {},
         )
         .await

@@ -345,7 +345,13 @@ fn a_big_publish_does_not_hold_up_a_small_one_for_another_repo() {
     const TINY: &str = "tiny/x86_64";
     let net = three_agents(&[BIG, TINY]);
     let big_src = net.root.join("big");
-    fixture::repo_with(&big_src, &[("huge", "1.0", 30 * 1024)]);
+    // 120 MiB: a push long enough that "held up" cannot hide in scheduling noise.
+    fixture::synthetic_repo(
+        &big_src,
+        &[("Packages/h/huge-1.0-1.noarch.rpm".into(), 120 << 20)],
+        1,
+        1_800_000_000,
+    );
     let tiny_src = net.root.join("tiny");
     fixture::sample_repo(&tiny_src);
 

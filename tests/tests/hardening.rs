@@ -130,9 +130,11 @@ async fn a_publish_never_reads_through_a_symlink_swapped_in_mid_publish() {
     let mut messages = Vec::new();
     for _ in 0..40 {
         let (o, r, s) = (origin.clone(), repo.clone(), src.clone());
-        match tokio::task::spawn_blocking(move || hotpush_origin::publish::publish(&o, &r, &s, "t"))
-            .await
-            .unwrap()
+        match tokio::task::spawn_blocking(move || {
+            hotpush_origin::publish::publish(&o, &r, &s, "t", false)
+        })
+        .await
+        .unwrap()
         {
             Ok(p) => {
                 published += 1;

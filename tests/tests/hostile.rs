@@ -51,6 +51,12 @@ fn chunk(digest: &Sha256Digest, offset: u64, data: &[u8]) -> pb::PushRequest {
     }
 }
 
+fn flip() -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Flip(pb::Flip {})),
+    }
+}
+
 fn commit() -> pb::PushRequest {
     pb::PushRequest {
         msg: Some(Out::Commit(pb::Commit {})),
@@ -235,14 +241,28 @@ impl Bench {
                 let Ok(Ok(Some(pb::PushResponse { msg: Some(msg) }))) = next else {
                     break;
                 };
-                if let (In::Want(w), Some(sender), Some(after)) = (&msg, tx.take(), after.take()) {
+                if let In::Want(w) = &msg
+                    && let (Some(sender), Some(after)) = (tx.take(), after.take())
+                {
                     let After::Send(msgs) = after(w);
+                    let committed = msgs
+                        .last()
+                        .is_some_and(|m| matches!(m.msg, Some(Out::Commit(_))));
                     for m in msgs {
                         if sender.send(m).await.is_err() {
                             break;
                         }
                     }
-                    drop(sender); // hang up our side: the agent sees the end of the stream
+                    // A Commit waits for Staged, then Flip; anything else
+                    // ends with our side hung up.
+                    if committed {
+                        tx = Some(sender);
+                    }
+                }
+                if let In::Staged(_) = &msg
+                    && let Some(sender) = tx.as_ref()
+                {
+                    let _ = sender.send(flip()).await;
                 }
                 answers.push(msg);
             }

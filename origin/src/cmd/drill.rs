@@ -10,7 +10,7 @@ use hotpush_shared::url::MetalinkQuery;
 
 use super::Remote;
 use super::publish::publish_and_wait;
-use crate::client::Wait;
+use crate::client::{Options, Wait};
 
 /// Rehearse end to end and print a pass/fail table.
 ///
@@ -54,8 +54,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         &Remote::default(),
         args.repo.as_str(),
         args.from.as_deref(),
-        Wait::All,
-        Duration::from_secs(args.timeout),
+        (Wait::All, Duration::from_secs(args.timeout)),
+        Options::default(),
         false,
     )?;
     println!("drill 2/2: fetch {metalink_url} and everything dnf would from every mirror it lists");

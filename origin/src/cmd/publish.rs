@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use hotpush_shared::push::Phase;
 
 use super::{EXIT_NOT_LIVE, Remote};
-use crate::client::{self, Outcome, Summary, Update, Wait};
+use crate::client::{self, Options, Outcome, Summary, Update, Wait};
 
 /// Validate DIR, sign it as the next version of REPO, push it, and wait.
 #[derive(clap::Args)]
@@ -33,19 +33,27 @@ pub struct Args {
     /// Print one JSON summary instead of progress lines.
     #[arg(long)]
     pub json: bool,
+    /// Publish even if a path the recent snapshots serve gets other bytes.
+    /// Clients holding the older metadata then fail on that package on every
+    /// mirror until they refresh: bump the package's release instead if you can.
+    #[arg(long)]
+    pub allow_changed_paths: bool,
     #[command(flatten)]
     pub remote: Remote,
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs(args.timeout);
+    let options = Options {
+        allow_changed_paths: args.allow_changed_paths,
+    };
     publish_and_wait(
         config_path,
         &args.remote,
         &args.repo,
         Some(&args.from),
-        args.wait,
-        timeout,
+        (args.wait, timeout),
+        options,
         args.json,
     )
 }
@@ -58,8 +66,8 @@ pub async fn publish_and_wait(
     remote: &Remote,
     repo: &str,
     from: Option<&Path>,
-    wait: Wait,
-    timeout: Duration,
+    (wait, timeout): (Wait, Duration),
+    options: Options,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     // A remote publish names a directory on the origin host; a local one is resolved here.
@@ -77,7 +85,7 @@ pub async fn publish_and_wait(
     };
     let mut control = remote.client(config_path).await?;
     let mut printer = Printer::default();
-    let summary = client::publish(&mut control, repo, from, wait, timeout, |u| {
+    let summary = client::publish(&mut control, repo, from, wait, timeout, options, |u| {
         if !json {
             printer.print(u, wait);
         }
@@ -133,6 +141,12 @@ impl Printer {
                     p.agents.len(),
                     p.agents.join(", ")
                 );
+                if p.settle_secs > 0 {
+                    println!(
+                        "once the mirrors have staged it, the metalink accepts it for {} s (settle_secs) before they switch",
+                        p.settle_secs
+                    );
+                }
                 if needed > p.agents.len() {
                     println!("warning: --wait {wait} asks for more agents than carry this repo");
                 }
@@ -148,7 +162,9 @@ impl Printer {
                     .get(agent)
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 let verb = match phase {
-                    Phase::Committing => "sent, swapping",
+                    Phase::Committing => "sent, staging",
+                    Phase::Staged => "staged, waiting for the flip",
+                    Phase::Flipping => "flipping",
                     Phase::Sending if due => "sending",
                     _ => return,
                 };

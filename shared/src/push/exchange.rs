@@ -1,6 +1,7 @@
 //! The pushing side of one Push exchange (docs/PROTOCOL.md): Offer → Want →
-//! Chunk* → Commit → Ack or Reject. The agent is not trusted either: every
-//! answer is checked against what was offered, and every wait is bounded.
+//! Chunk* → Commit → Staged → (the flip gate opens) → Flip → Ack, or Reject.
+//! The agent is not trusted either: every answer is checked against what
+//! was offered, and every wait is bounded.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,7 +26,8 @@ use crate::transport::{describe_status, explain_connect_error};
 
 /// How long the agent may take to answer an Offer (verify + compute Want).
 pub const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long the agent may take to swap and ack after Commit.
+/// How long the agent may take to stage after Commit, and to flip and ack
+/// after Flip.
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Largest answer accepted from an agent (a Want for 200,000 blobs fits).
 pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
@@ -49,6 +51,8 @@ pub enum PushFailure {
     WrongAck { expected: String, got: String },
     #[error("gave no answer within {0:?}")]
     Timeout(Duration),
+    #[error("staged, but not told to flip: {0}")]
+    NotFlipped(String),
     #[error("closed the stream without an answer")]
     Closed,
     #[error("sent an unexpected message: {0}")]
@@ -113,12 +117,14 @@ fn rejected(r: pb::Reject) -> PushFailure {
 }
 
 /// Pushes one snapshot; `progress` is told each phase with (bytes sent,
-/// bytes wanted).
+/// bytes wanted). Once the agent has staged it, the push waits for
+/// `may_flip` before it tells the agent to flip.
 pub async fn push(
     channel: Channel,
     snapshot: &Snapshot,
     blobs: &BlobStore,
     mut progress: impl FnMut(Phase, u64, u64),
+    may_flip: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Pushed, PushFailure> {
     let started = Instant::now();
     let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
@@ -147,6 +153,7 @@ pub async fn push(
         }
         In::Reject(r) => return Err(rejected(r)),
         In::Want(w) => w.blobs,
+        In::Staged(_) => return Err(PushFailure::Protocol("Staged before any blob".into())),
     };
     let sizes: HashMap<Sha256Digest, u64> = snapshot
         .manifest
@@ -173,62 +180,92 @@ pub async fn push(
     progress(Phase::Sending, 0, bytes_wanted);
 
     // Send while listening: an agent may refuse mid-stream (disk full).
-    let send = async {
-        let mut sent = 0u64;
-        let mut last_report = Instant::now();
-        for (d, offset, size) in &plan {
-            let path = blobs.path(d);
-            let blob_err = |source| PushFailure::Blob { digest: *d, source };
-            let mut file = tokio::fs::File::open(&path).await.map_err(blob_err)?;
-            file.seek(std::io::SeekFrom::Start(*offset))
-                .await
-                .map_err(blob_err)?;
-            let mut pos = *offset;
-            while pos < *size {
-                let len = CHUNK_BYTES.min((size - pos) as usize);
-                let mut buf = BytesMut::zeroed(len);
-                file.read_exact(&mut buf).await.map_err(blob_err)?;
-                let chunk = pb::Chunk {
-                    digest: Bytes::copy_from_slice(&d.0),
-                    offset: pos,
-                    data: buf.freeze(),
-                };
-                tx.send(pb::PushRequest {
-                    msg: Some(Out::Chunk(chunk)),
-                })
-                .await
-                .map_err(|_| PushFailure::Closed)?;
-                pos += len as u64;
-                sent += len as u64;
-                if last_report.elapsed() > Duration::from_millis(250) {
-                    progress(Phase::Sending, sent, bytes_wanted);
-                    last_report = Instant::now();
+    let (reply, bytes_sent) = {
+        let send = async {
+            let mut sent = 0u64;
+            let mut last_report = Instant::now();
+            for (d, offset, size) in &plan {
+                let path = blobs.path(d);
+                let blob_err = |source| PushFailure::Blob { digest: *d, source };
+                let mut file = tokio::fs::File::open(&path).await.map_err(blob_err)?;
+                file.seek(std::io::SeekFrom::Start(*offset))
+                    .await
+                    .map_err(blob_err)?;
+                let mut pos = *offset;
+                while pos < *size {
+                    let len = CHUNK_BYTES.min((size - pos) as usize);
+                    let mut buf = BytesMut::zeroed(len);
+                    file.read_exact(&mut buf).await.map_err(blob_err)?;
+                    let chunk = pb::Chunk {
+                        digest: Bytes::copy_from_slice(&d.0),
+                        offset: pos,
+                        data: buf.freeze(),
+                    };
+                    tx.send(pb::PushRequest {
+                        msg: Some(Out::Chunk(chunk)),
+                    })
+                    .await
+                    .map_err(|_| PushFailure::Closed)?;
+                    pos += len as u64;
+                    sent += len as u64;
+                    if last_report.elapsed() > Duration::from_millis(250) {
+                        progress(Phase::Sending, sent, bytes_wanted);
+                        last_report = Instant::now();
+                    }
                 }
             }
+            progress(Phase::Committing, sent, bytes_wanted);
+            tx.send(pb::PushRequest {
+                msg: Some(Out::Commit(pb::Commit {})),
+            })
+            .await
+            .map_err(|_| PushFailure::Closed)?;
+            Ok::<u64, PushFailure>(sent)
+        };
+        tokio::pin!(send);
+        tokio::select! {
+            sent = &mut send => {
+                let sent = sent?;
+                (answer(&mut responses, COMMIT_TIMEOUT).await?, sent)
+            }
+            early = answer(&mut responses, COMMIT_TIMEOUT) => (early?, 0),
         }
-        progress(Phase::Committing, sent, bytes_wanted);
-        tx.send(pb::PushRequest {
-            msg: Some(Out::Commit(pb::Commit {})),
-        })
-        .await
-        .map_err(|_| PushFailure::Closed)?;
-        Ok::<u64, PushFailure>(sent)
-    };
-    tokio::pin!(send);
-    let (reply, bytes_sent) = tokio::select! {
-        sent = &mut send => {
-            let sent = sent?;
-            (answer(&mut responses, COMMIT_TIMEOUT).await?, sent)
-        }
-        early = answer(&mut responses, COMMIT_TIMEOUT) => (early?, 0),
     };
     match reply {
+        In::Staged(staged) => check_staged(&staged, snapshot)?,
+        In::Reject(r) => return Err(rejected(r)),
+        In::Want(_) => return Err(PushFailure::Protocol("a second Want".into())),
+        In::Ack(_) => return Err(PushFailure::Protocol("an Ack before the Flip".into())),
+    }
+    progress(Phase::Staged, bytes_sent, bytes_wanted);
+    may_flip.await.map_err(PushFailure::NotFlipped)?;
+    progress(Phase::Flipping, bytes_sent, bytes_wanted);
+    tx.send(pb::PushRequest {
+        msg: Some(Out::Flip(pb::Flip {})),
+    })
+    .await
+    .map_err(|_| PushFailure::Closed)?;
+    match answer(&mut responses, COMMIT_TIMEOUT).await? {
         In::Ack(ack) => Ok(Pushed {
             ack: check_ack(ack, snapshot)?,
             bytes_sent,
             elapsed: started.elapsed(),
         }),
         In::Reject(r) => Err(rejected(r)),
-        In::Want(_) => Err(PushFailure::Protocol("a second Want".into())),
+        In::Want(_) | In::Staged(_) => Err(PushFailure::Protocol("a second Want or Staged".into())),
     }
+}
+
+/// The Staged answer, if it is for exactly the snapshot offered.
+fn check_staged(staged: &pb::Staged, snapshot: &Snapshot) -> Result<(), PushFailure> {
+    if staged.repo != snapshot.repo().as_str()
+        || staged.version != snapshot.version()
+        || staged.manifest_digest[..] != snapshot.digest.0
+    {
+        return Err(PushFailure::WrongAck {
+            expected: format!("{} v{}", snapshot.repo(), snapshot.version()),
+            got: format!("staged {} v{}", staged.repo, staged.version),
+        });
+    }
+    Ok(())
 }

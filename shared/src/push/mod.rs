@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use hotpush_proto as pb;
 use tokio::sync::{Notify, watch};
 
@@ -61,8 +62,12 @@ pub enum Phase {
     Connecting,
     /// Streaming the blobs the agent wants.
     Sending,
-    /// All sent; the agent installs and checks.
+    /// All sent; the agent stages the snapshot.
     Committing,
+    /// Staged beside the live snapshot, waiting for the flip.
+    Staged,
+    /// Told to flip; the agent swaps and checks its public URL.
+    Flipping,
 }
 
 impl From<Phase> for pb::PushPhase {
@@ -71,6 +76,8 @@ impl From<Phase> for pb::PushPhase {
             Phase::Connecting => pb::PushPhase::Connecting,
             Phase::Sending => pb::PushPhase::Sending,
             Phase::Committing => pb::PushPhase::Committing,
+            Phase::Staged => pb::PushPhase::Staged,
+            Phase::Flipping => pb::PushPhase::Flipping,
         }
     }
 }
@@ -82,6 +89,8 @@ impl TryFrom<pb::PushPhase> for Phase {
             pb::PushPhase::Connecting => Ok(Phase::Connecting),
             pb::PushPhase::Sending => Ok(Phase::Sending),
             pb::PushPhase::Committing => Ok(Phase::Committing),
+            pb::PushPhase::Staged => Ok(Phase::Staged),
+            pb::PushPhase::Flipping => Ok(Phase::Flipping),
             other => Err(other),
         }
     }
@@ -140,6 +149,14 @@ pub trait Source: Send + Sync + 'static {
     fn record_ack(&self, target: &Target, snapshot: &Snapshot, ack: &Ack) -> Result<(), String>;
     /// Progress, acks and failures, for whoever watches (publish, status, metrics).
     fn report(&self, event: Event);
+    /// `target` has staged `snapshot`: resolves when it may flip (at once,
+    /// or once the metalink accepts the new repomd.xml; docs/PROTOCOL.md,
+    /// "The flip"), or with why it may not (a newer version took over).
+    fn may_flip<'a>(
+        &'a self,
+        target: &'a Target,
+        snapshot: &'a Arc<Snapshot>,
+    ) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Newest version per repo, and a nudge when targets or repos change: what

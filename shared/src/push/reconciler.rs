@@ -152,6 +152,7 @@ async fn reconcile(source: Arc<dyn Source>, target: Target, repo: RepoName, chan
                     bytes_wanted,
                 }));
             },
+            source.may_flip(&target, &snapshot),
         );
         tokio::pin!(push);
         // A newer publish supersedes a push still in flight.

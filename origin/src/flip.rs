@@ -1,0 +1,236 @@
+//! When staged mirrors flip (docs/PROTOCOL.md, "The flip").
+//!
+//! A mirror that has staged a new version of a repo waits here. Once every
+//! mirror of the repo has staged it or failed (or `stage_wait` has passed
+//! since the first staged), the metalink names the new repomd.xml as an
+//! alternate of the current one ([`Flips::next`]) for `settle`, at least
+//! the metalink's max-age; only then are the staged mirrors told to flip,
+//! together. So any metalink a client may still hold accepts what every
+//! mirror it lists serves, before and after the flip. A mirror that stages
+//! this version later flips at once; a newer version supersedes the round.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hotpush_shared::Sha256Digest;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::name::AgentName;
+use hotpush_shared::snapshot::Snapshot;
+use tokio::sync::watch;
+
+/// What the mirrors of a round are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Go {
+    Wait,
+    Flip,
+    /// A newer version took over.
+    Superseded(u64),
+}
+
+/// The flip of one version of one repo.
+struct Round {
+    snapshot: Arc<Snapshot>,
+    /// The repomd.xml the metalink named when the round began, if any.
+    current_repomd: Option<Sha256Digest>,
+    /// The mirrors that carry the repo, when the round began.
+    expected: HashSet<AgentName>,
+    staged: HashSet<AgentName>,
+    failed: HashSet<AgentName>,
+    first_staged: Option<Instant>,
+    /// The settle has begun (or is skipped): no mirror is waited for any more.
+    deciding: bool,
+    go: watch::Sender<Go>,
+}
+
+/// What the metalink needs to know of a round, and when its flip began.
+#[derive(Clone, Debug)]
+pub struct Next {
+    pub snapshot: Arc<Snapshot>,
+    /// When the mirrors were told to flip (None while settling).
+    pub flip_at: Option<Instant>,
+    /// When the metalink began to accept it.
+    pub since: Instant,
+}
+
+/// The flip rounds of every repo.
+#[derive(Default)]
+pub struct Flips {
+    rounds: Mutex<HashMap<RepoName, Round>>,
+    /// The version each repo's metalink accepts as an alternate, while its flip is under way.
+    next: Mutex<HashMap<RepoName, Next>>,
+}
+
+/// How a round decides: its settle delay and how long it waits for stragglers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub settle: Duration,
+    pub stage_wait: Duration,
+}
+
+impl Flips {
+    /// The version whose flip is under way for `repo`, if any.
+    pub fn next(&self, repo: &RepoName) -> Option<Next> {
+        self.next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(repo)
+            .cloned()
+    }
+
+    /// Forgets the alternate of `repo` once the metalink's main entry has
+    /// reached `version` (the flip is done) or moved past it.
+    pub fn done(&self, repo: &RepoName, version: u64) {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        if next
+            .get(repo)
+            .is_some_and(|n| n.snapshot.version() <= version)
+        {
+            next.remove(repo);
+        }
+    }
+
+    /// `target` has staged `snapshot`; resolves when it may flip.
+    /// `carrying` lists the mirrors of the repo (read when a round begins);
+    /// `current_repomd` is the sha256 of the repomd.xml the metalink names
+    /// now, if any (with none, or the same bytes, nobody can be misled and
+    /// there is nothing to settle).
+    pub async fn staged(
+        self: &Arc<Self>,
+        target: &AgentName,
+        snapshot: &Arc<Snapshot>,
+        carrying: impl FnOnce() -> HashSet<AgentName>,
+        current_repomd: Option<Sha256Digest>,
+        timing: Timing,
+    ) -> Result<(), String> {
+        let repo = snapshot.repo().clone();
+        let version = snapshot.version();
+        let mut go = {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = rounds.get(&repo) {
+                let current = r.snapshot.version();
+                if current > version {
+                    return Err(format!("superseded by version {current}"));
+                }
+                if current < version {
+                    let _ = r.go.send(Go::Superseded(version));
+                    rounds.remove(&repo);
+                }
+            }
+            let round = rounds.entry(repo.clone()).or_insert_with(|| Round {
+                snapshot: snapshot.clone(),
+                current_repomd,
+                expected: carrying(),
+                staged: HashSet::new(),
+                failed: HashSet::new(),
+                first_staged: None,
+                deciding: false,
+                go: watch::channel(Go::Wait).0,
+            });
+            round.staged.insert(target.clone());
+            round.failed.remove(target);
+            let rx = round.go.subscribe();
+            if round.first_staged.is_none() {
+                round.first_staged = Some(Instant::now());
+                // However many mirrors are still receiving, decide after stage_wait.
+                let (flips, repo) = (self.clone(), repo.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(timing.stage_wait).await;
+                    flips.decide(&repo, version, timing, true);
+                });
+            }
+            rx
+        };
+        self.decide(&repo, version, timing, false);
+        loop {
+            match *go.borrow_and_update() {
+                Go::Flip => return Ok(()),
+                Go::Superseded(newer) => return Err(format!("superseded by version {newer}")),
+                Go::Wait => {}
+            }
+            if go.changed().await.is_err() {
+                return Err("superseded by a newer version".into());
+            }
+        }
+    }
+
+    /// A push of `version` to `target` failed: the round does not wait for it.
+    pub fn failed(
+        self: &Arc<Self>,
+        target: &AgentName,
+        repo: &RepoName,
+        version: u64,
+        timing: Timing,
+    ) {
+        {
+            let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(r) = rounds.get_mut(repo) else {
+                return;
+            };
+            if r.snapshot.version() != version || r.staged.contains(target) {
+                return;
+            }
+            r.failed.insert(target.clone());
+        }
+        self.decide(repo, version, timing, false);
+    }
+
+    /// Begins the settle once every expected mirror has staged or failed
+    /// (or `timed_out`), then tells the staged mirrors to flip.
+    fn decide(self: &Arc<Self>, repo: &RepoName, version: u64, timing: Timing, timed_out: bool) {
+        let mut rounds = self.rounds.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(r) = rounds.get_mut(repo) else {
+            return;
+        };
+        if r.deciding || r.snapshot.version() != version || r.staged.is_empty() {
+            return;
+        }
+        let everyone = r
+            .expected
+            .iter()
+            .all(|a| r.staged.contains(a) || r.failed.contains(a));
+        if !everyone && !timed_out {
+            return;
+        }
+        r.deciding = true;
+        let new_repomd = r.snapshot.repomd().map(|e| e.sha256);
+        let settle = match r.current_repomd {
+            Some(current) if Some(current) != new_repomd => timing.settle,
+            // Nothing served yet, or the same repomd.xml: no client can be misled.
+            _ => Duration::ZERO,
+        };
+        let snapshot = r.snapshot.clone();
+        let go = r.go.clone();
+        drop(rounds);
+        let since = Instant::now();
+        self.next.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            repo.clone(),
+            Next {
+                snapshot,
+                flip_at: None,
+                since,
+            },
+        );
+        tracing::info!(%repo, version, settle_ms = settle.as_millis() as u64, everyone, "metalink accepts the new repomd.xml; mirrors flip after the settle delay");
+        let (flips, repo) = (self.clone(), repo.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            if let Some(n) = flips
+                .next
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&repo)
+                .filter(|n| n.snapshot.version() == version)
+            {
+                n.flip_at = Some(Instant::now());
+            }
+            let _ = go.send_if_modified(|g| {
+                let wait = *g == Go::Wait;
+                if wait {
+                    *g = Go::Flip;
+                }
+                wait
+            });
+        });
+    }
+}
