@@ -234,3 +234,138 @@ impl Flips {
         });
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use hotpush_shared::manifest::{Entry, Manifest};
+    use hotpush_shared::relpath::RelPath;
+    use hotpush_shared::sign::SigningKey;
+
+    fn snapshot(version: u64, repomd: &[u8]) -> Arc<Snapshot> {
+        let m = Manifest {
+            repo: "r/x86_64".parse().unwrap(),
+            version,
+            created_unix: 0,
+            expires_unix: i64::MAX,
+            entries: vec![Entry {
+                path: RelPath::new("repodata/repomd.xml", 1024).unwrap(),
+                size: repomd.len() as u64,
+                sha256: Sha256Digest::of(repomd),
+            }],
+        };
+        Arc::new(Snapshot::new(
+            SigningKey::generate().unwrap().sign(m.encode()),
+            m,
+        ))
+    }
+
+    fn names(list: &[&str]) -> HashSet<AgentName> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    const TIMING: Timing = Timing {
+        settle: Duration::from_secs(10),
+        stage_wait: Duration::from_secs(5),
+    };
+
+    /// Stages `who` in the background; the handle yields (result, when).
+    fn stage(
+        flips: &Arc<Flips>,
+        who: &str,
+        s: &Arc<Snapshot>,
+        current: Option<Sha256Digest>,
+    ) -> tokio::task::JoinHandle<(Result<(), String>, tokio::time::Instant)> {
+        let (flips, s, who) = (flips.clone(), s.clone(), who.parse::<AgentName>().unwrap());
+        tokio::spawn(async move {
+            let r = flips
+                .staged(&who, &s, || names(&["a", "b"]), current, TIMING)
+                .await;
+            (r, tokio::time::Instant::now())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn staged_mirrors_flip_together_once_the_metalink_has_accepted_it_for_the_settle() {
+        let flips = Arc::new(Flips::default());
+        let (v1, v2) = (snapshot(1, b"old"), snapshot(2, b"new"));
+        let current = v1.repomd().map(|e| e.sha256);
+        let start = tokio::time::Instant::now();
+        let a = stage(&flips, "a", &v2, current);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(flips.next(v2.repo()).is_none(), "b has not staged yet");
+        let b = stage(&flips, "b", &v2, current);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let next = flips.next(v2.repo()).unwrap();
+        assert_eq!(next.snapshot.version(), 2);
+        assert!(next.flip_at.is_none(), "settling");
+        let ((ra, ta), (rb, tb)) = (a.await.unwrap(), b.await.unwrap());
+        assert_eq!((ra, rb), (Ok(()), Ok(())));
+        assert_eq!(ta, tb, "they flip together");
+        assert!(
+            ta - start >= Duration::from_secs(11),
+            "after b staged and the settle"
+        );
+        assert!(flips.next(v2.repo()).unwrap().flip_at.is_some());
+        // A mirror that stages later flips at once.
+        let late = stage(&flips, "c", &v2, current).await.unwrap();
+        assert_eq!(late, (Ok(()), tb));
+        flips.done(v2.repo(), 2);
+        assert!(flips.next(v2.repo()).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_mirror_holds_the_others_back_for_stage_wait_at_most() {
+        let flips = Arc::new(Flips::default());
+        let (v1, v2) = (snapshot(1, b"old"), snapshot(2, b"new"));
+        let start = tokio::time::Instant::now();
+        let (r, at) = stage(&flips, "a", &v2, v1.repomd().map(|e| e.sha256))
+            .await
+            .unwrap();
+        assert_eq!(r, Ok(()));
+        assert_eq!(at - start, TIMING.stage_wait + TIMING.settle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_mirror_is_not_waited_for() {
+        let flips = Arc::new(Flips::default());
+        let (v1, v2) = (snapshot(1, b"old"), snapshot(2, b"new"));
+        let start = tokio::time::Instant::now();
+        let a = stage(&flips, "a", &v2, v1.repomd().map(|e| e.sha256));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        flips.failed(&"b".parse().unwrap(), v2.repo(), 2, TIMING);
+        let (r, at) = a.await.unwrap();
+        assert_eq!(r, Ok(()));
+        assert_eq!(at - start, Duration::from_secs(1) + TIMING.settle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_to_settle_without_a_current_repomd_or_with_the_same_one() {
+        let flips = Arc::new(Flips::default());
+        let v1 = snapshot(1, b"same");
+        let start = tokio::time::Instant::now();
+        let (a, b) = (stage(&flips, "a", &v1, None), stage(&flips, "b", &v1, None));
+        assert_eq!(a.await.unwrap(), (Ok(()), start));
+        assert_eq!(b.await.unwrap(), (Ok(()), start));
+        let v2 = snapshot(2, b"same");
+        let same = v1.repomd().map(|e| e.sha256);
+        let (a, b) = (stage(&flips, "a", &v2, same), stage(&flips, "b", &v2, same));
+        assert_eq!(a.await.unwrap().0, Ok(()));
+        assert_eq!(b.await.unwrap().1, start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newer_version_supersedes_a_round_still_waiting() {
+        let flips = Arc::new(Flips::default());
+        let (v1, v2, v3) = (snapshot(1, b"1"), snapshot(2, b"2"), snapshot(3, b"3"));
+        let current = v1.repomd().map(|e| e.sha256);
+        let old = stage(&flips, "a", &v2, current);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let new = stage(&flips, "a", &v3, current);
+        assert_eq!(old.await.unwrap().0, Err("superseded by version 3".into()));
+        assert_eq!(new.await.unwrap().0, Ok(()));
+        let stale = stage(&flips, "b", &v2, current).await.unwrap();
+        assert_eq!(stale.0, Err("superseded by version 3".into()));
+    }
+}

@@ -28,8 +28,20 @@ pub struct PushState {
     pub pushing: Option<(u64, Phase, u64, u64)>,
     /// The last failure, cleared by an ack.
     pub last_error: Option<String>,
-    /// The last completed push: version, bytes sent, milliseconds.
-    pub last_push: Option<(u64, u64, u64)>,
+    /// The last completed push.
+    pub last_push: Option<LastPush>,
+}
+
+/// A completed push, as the ack told it.
+#[derive(Clone, Copy, Debug)]
+pub struct LastPush {
+    pub version: u64,
+    pub bytes_sent: u64,
+    pub elapsed_ms: u64,
+    /// How long the mirror waited, staged, for the flip.
+    pub flip_wait_ms: u64,
+    /// When it switched, Unix ms by its clock.
+    pub flipped_unix_ms: u64,
 }
 
 /// Shared by the reconcilers, the control service and the HTTP server.
@@ -153,11 +165,17 @@ impl Origin {
                 EventKind::Acked {
                     elapsed,
                     bytes_sent,
-                    ..
+                    ack,
                 } => {
                     s.pushing = None;
                     s.last_error = None;
-                    s.last_push = Some((event.version, *bytes_sent, elapsed.as_millis() as u64));
+                    s.last_push = Some(LastPush {
+                        version: event.version,
+                        bytes_sent: *bytes_sent,
+                        elapsed_ms: elapsed.as_millis() as u64,
+                        flip_wait_ms: ack.timings.flip_wait_ms,
+                        flipped_unix_ms: ack.timings.flipped_unix_ms,
+                    });
                 }
                 EventKind::Failed { reason, .. } => {
                     s.pushing = None;

@@ -112,6 +112,10 @@ pub struct LastPushReport {
     pub version: u64,
     pub bytes_sent: u64,
     pub elapsed_ms: u64,
+    /// How long the mirror waited, staged, for the flip.
+    pub flip_wait_ms: u64,
+    /// When it switched, Unix ms by its clock (0 when not a flip).
+    pub flipped_unix_ms: u64,
 }
 
 impl Report {
@@ -223,13 +227,13 @@ fn mirror(
         state: state_now,
         version: served,
         pushing,
-        last_push: state
-            .and_then(|s| s.last_push)
-            .map(|(version, bytes_sent, elapsed_ms)| LastPushReport {
-                version,
-                bytes_sent,
-                elapsed_ms,
-            }),
+        last_push: state.and_then(|s| s.last_push).map(|p| LastPushReport {
+            version: p.version,
+            bytes_sent: p.bytes_sent,
+            elapsed_ms: p.elapsed_ms,
+            flip_wait_ms: p.flip_wait_ms,
+            flipped_unix_ms: p.flipped_unix_ms,
+        }),
         last_error,
     }
 }

@@ -298,6 +298,8 @@ pub struct AgentSpec {
     pub data_root: Option<PathBuf>,
     /// Run the agent under this command (e.g. `prlimit --nofile=1024 --`).
     pub wrapper: Vec<String>,
+    /// Where clients reach its tree (a front end), instead of its own server.
+    pub public_url: Option<String>,
 }
 
 impl AgentSpec {
@@ -319,7 +321,15 @@ impl AgentSpec {
             endpoint: None,
             data_root: None,
             wrapper: Vec::new(),
+            public_url: None,
         }
+    }
+
+    /// Registers (and configures the agent with) this public URL, e.g. a
+    /// front end's, instead of its built-in server's.
+    pub fn public_url(mut self, url: &str) -> Self {
+        self.public_url = Some(url.to_owned());
+        self
     }
 
     /// Runs the agent as `<wrapper…> hotpush-agent serve …`.
@@ -371,6 +381,8 @@ impl AgentSpec {
 pub struct Agent {
     /// Name registered with `agent add` (`m0`, `m1`, …).
     pub name: String,
+    /// Where clients reach its tree (see [`AgentSpec::public_url`]).
+    pub public_base: String,
     pub dir: PathBuf,
     pub config: PathBuf,
     pub listen: SocketAddr,
@@ -398,7 +410,7 @@ impl Agent {
 
     /// The URL a metalink must list for `repo` on this agent.
     pub fn repomd_url(&self, repo: &str) -> String {
-        format!("http://{}/{repo}/repodata/repomd.xml", self.http)
+        format!("{}{repo}/repodata/repomd.xml", self.public_base)
     }
 
     /// `<serve_root>/<repo>` (`<agent dir>/www/<repo>` by default): the
@@ -687,6 +699,13 @@ impl Network {
         for (key, value) in &spec.config {
             set_toml_key(&config, key, value);
         }
+        let public_url = spec
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{http}/"));
+        if spec.public_url.is_some() {
+            set_toml_key(&config, "public_url", &format!("{public_url:?}"));
+        }
         let endpoint = spec
             .endpoint
             .clone()
@@ -698,7 +717,7 @@ impl Network {
             .arg("--id")
             .arg(&id)
             .arg("--public-url")
-            .arg(format!("http://{http}/"));
+            .arg(&public_url);
         if let Some(w) = spec.weight {
             add.arg("--weight").arg(w.to_string());
         }
@@ -707,6 +726,7 @@ impl Network {
         }
         run_ok(&mut add);
         self.agents.push(Agent {
+            public_base: public_url,
             log: self.root.join(format!("{name}.log")),
             config,
             data_dir,

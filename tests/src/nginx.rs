@@ -29,6 +29,26 @@ impl Nginx {
     /// Serves `root` on `addr` (symlinks followed, nginx's default); its
     /// config, logs and temp files live under `dir`.
     pub fn start(addr: SocketAddr, root: &Path, dir: &Path) -> Self {
+        Self::with_server(addr, &format!("root {};", root.display()), dir)
+    }
+
+    /// A partner's front end: `deploy/nginx-hotpush.conf` as shipped, with
+    /// its `/srv/hotpush/` pointed at `serve_root`, so the tree is at
+    /// `http://<addr>/hotpush/`.
+    pub fn front_end(addr: SocketAddr, serve_root: &Path, dir: &Path) -> Self {
+        let snippet =
+            std::fs::read_to_string(crate::workspace_root().join("deploy/nginx-hotpush.conf"))
+                .expect("reading deploy/nginx-hotpush.conf");
+        let snippet = snippet.replace("/srv/hotpush/", &format!("{}/", serve_root.display()));
+        Self::with_server(addr, &snippet, dir)
+    }
+
+    /// The public URL of a [`Nginx::front_end`].
+    pub fn public_url(&self) -> String {
+        format!("http://{}/hotpush/", self.addr)
+    }
+
+    fn with_server(addr: SocketAddr, server_body: &str, dir: &Path) -> Self {
         let d = |p: &str| dir.join(p).display().to_string();
         for sub in [
             "tmp/body",
@@ -57,7 +77,7 @@ http {{
   keepalive_timeout 5;
   server {{
     listen {addr};
-    root {root};
+    {server_body}
   }}
 }}
 "#,
@@ -69,7 +89,6 @@ http {{
             fastcgi = d("tmp/fastcgi"),
             uwsgi = d("tmp/uwsgi"),
             scgi = d("tmp/scgi"),
-            root = root.display(),
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("writing nginx.conf");
