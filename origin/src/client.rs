@@ -134,8 +134,8 @@ pub struct Published {
     pub unreferenced_files: u64,
     /// Same content as the previous version.
     pub unchanged: bool,
-    /// Seconds between every mirror staging and the flip.
-    pub settle_secs: u64,
+    /// Milliseconds between every mirror staging and the flip.
+    pub settle_ms: u64,
     /// Agents that carry the repo.
     #[serde(skip)]
     pub agents: Vec<String>,
@@ -152,7 +152,7 @@ impl From<pb::Published> for Published {
             new_blobs: p.new_blobs,
             unreferenced_files: p.unreferenced_files,
             unchanged: p.unchanged,
-            settle_secs: p.settle_secs,
+            settle_ms: p.settle_ms,
             agents: p.agents,
         }
     }

@@ -80,7 +80,7 @@ fn published(p: &Publication, agents: Vec<String>, settle: Duration) -> pb::Publ
     let m = &p.snapshot.manifest;
     pb::PublishEvent {
         event: Some(Ev::Published(pb::Published {
-            settle_secs: settle.as_secs_f64().ceil() as u64,
+            settle_ms: settle.as_millis() as u64,
             repo: m.repo.to_string(),
             version: m.version,
             manifest_digest: Bytes::copy_from_slice(&p.snapshot.digest.0),

@@ -111,7 +111,19 @@ impl DnfRoot {
 
     /// `dnf -y --installroot … <args>` ready to run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
+        self.command_under(&[], args)
+    }
+
+    /// [`DnfRoot::command`] run under `wrapper` (e.g. `nice -n 10`).
+    pub fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg("timeout");
+                c
+            }
+            None => Command::new("timeout"),
+        };
         c.arg("60")
             .arg("dnf")
             .arg("-y")

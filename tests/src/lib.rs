@@ -25,6 +25,7 @@ pub mod dnf;
 pub mod faultproxy;
 pub mod local;
 pub mod nginx;
+pub mod stress;
 pub mod webcheck;
 
 /// Flip timing for test networks: no metalink caching, a short settle and
@@ -892,17 +893,28 @@ impl Network {
     /// (version, bytes sent) of the last completed push of `repo` to
     /// `agent`, from `status --json`.
     pub fn last_push(&self, agent: &str, repo: &str) -> Option<(u64, u64)> {
-        let status = self.status();
-        let a = status["agents"]
-            .as_array()?
-            .iter()
-            .find(|a| a["name"] == agent)?;
-        let m = a["mirrors"]
-            .as_array()?
-            .iter()
-            .find(|m| m["repo"] == repo)?;
-        let p = &m["last_push"];
+        let pushes = self.last_pushes(repo);
+        let p = pushes.get(agent)?;
         Some((p["version"].as_u64()?, p["bytes_sent"].as_u64()?))
+    }
+
+    /// Agent name → `last_push` of `repo` (version, bytes_sent, elapsed_ms,
+    /// flip_wait_ms, flipped_unix_ms), for every agent with one, from one
+    /// `status --json`.
+    pub fn last_pushes(&self, repo: &str) -> BTreeMap<String, serde_json::Value> {
+        let status = self.status();
+        let mut out = BTreeMap::new();
+        for a in status["agents"].as_array().into_iter().flatten() {
+            let Some(name) = a["name"].as_str() else {
+                continue;
+            };
+            for m in a["mirrors"].as_array().into_iter().flatten() {
+                if m["repo"] == repo && !m["last_push"].is_null() {
+                    out.insert(name.to_owned(), m["last_push"].clone());
+                }
+            }
+        }
+        out
     }
 
     /// `http://127.0.0.1:PORT/metalink?repo=<r>&arch=<a>` for repo `<r>/<a>`.

@@ -29,7 +29,7 @@ impl Nginx {
     /// Serves `root` on `addr` (symlinks followed, nginx's default); its
     /// config, logs and temp files live under `dir`.
     pub fn start(addr: SocketAddr, root: &Path, dir: &Path) -> Self {
-        Self::with_server(addr, &format!("root {};", root.display()), dir)
+        Self::with_server(addr, "", &format!("root {};", root.display()), dir)
     }
 
     /// A partner's front end: `deploy/nginx-hotpush.conf` as shipped, with
@@ -40,7 +40,22 @@ impl Nginx {
             std::fs::read_to_string(crate::workspace_root().join("deploy/nginx-hotpush.conf"))
                 .expect("reading deploy/nginx-hotpush.conf");
         let snippet = snippet.replace("/srv/hotpush/", &format!("{}/", serve_root.display()));
-        Self::with_server(addr, &snippet, dir)
+        Self::with_server(addr, "", &snippet, dir)
+    }
+
+    /// A caching reverse proxy in front of `upstream` (HTTP), keeping each
+    /// answer as long as its `Cache-Control: max-age` allows (nginx's
+    /// default for `proxy_cache`): what a client behind a site proxy sees.
+    pub fn caching_proxy(addr: SocketAddr, upstream: SocketAddr, dir: &Path) -> Self {
+        let http = format!(
+            "proxy_cache_path {} levels=1 keys_zone=hotpush:1m max_size=16m use_temp_path=off;",
+            dir.join("cache").display()
+        );
+        let server = format!(
+            "location / {{ proxy_pass http://{upstream}; proxy_cache hotpush; \
+             add_header X-Cache-Status $upstream_cache_status; }}"
+        );
+        Self::with_server(addr, &http, &server, dir)
     }
 
     /// The public URL of a [`Nginx::front_end`].
@@ -48,7 +63,7 @@ impl Nginx {
         format!("http://{}/hotpush/", self.addr)
     }
 
-    fn with_server(addr: SocketAddr, server_body: &str, dir: &Path) -> Self {
+    fn with_server(addr: SocketAddr, http_extra: &str, server_body: &str, dir: &Path) -> Self {
         let d = |p: &str| dir.join(p).display().to_string();
         for sub in [
             "tmp/body",
@@ -75,6 +90,7 @@ http {{
   scgi_temp_path {scgi};
   default_type application/octet-stream;
   keepalive_timeout 5;
+  {http_extra}
   server {{
     listen {addr};
     {server_body}

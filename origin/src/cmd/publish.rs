@@ -141,10 +141,10 @@ impl Printer {
                     p.agents.len(),
                     p.agents.join(", ")
                 );
-                if p.settle_secs > 0 {
+                if p.settle_ms > 0 {
                     println!(
-                        "once the mirrors have staged it, the metalink accepts it for {} s (settle_secs) before they switch",
-                        p.settle_secs
+                        "once the mirrors have staged it, the metalink accepts it for {:.1} s (settle_secs) before they switch together",
+                        p.settle_ms as f64 / 1000.0
                     );
                 }
                 if needed > p.agents.len() {
