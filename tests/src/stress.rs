@@ -482,8 +482,7 @@ fn get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     match text.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
         _ => Err(std::io::Error::other(format!(
-            "unexpected answer: {:.200}",
-            text
+            "unexpected answer: {text:.200}"
         ))),
     }
 }
