@@ -11,11 +11,13 @@
 //! stress run (`tests/stress.sh` runs them alone with more).
 #![allow(clippy::unwrap_used)] // a test file: a panic is the failure report
 
+use std::process::Command;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use hotpush_tests::dnf;
 use hotpush_tests::stress::{self, Plan, Report};
-use hotpush_tests::{AgentSpec, Metalink, Network, fixture, sha256_hex, walk_files};
+use hotpush_tests::{AgentSpec, Metalink, Network, Signal, fixture, sha256_hex, walk_files};
 
 /// The stress runs share the machine's two cores: one at a time.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -223,4 +225,131 @@ fn a_publish_changing_bytes_under_a_served_path_is_refused_and_writes_nothing() 
         net.origin_log_text().contains("--allow-changed-paths"),
         "the origin logs the override"
     );
+}
+
+/// Agent `i`'s `pushing` entry for `repo` in the origin's status, if a push
+/// is under way.
+fn pushing_phase(net: &Network, i: usize, repo: &str) -> Option<String> {
+    let status = net.status();
+    let agent = status["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"] == net.agents[i].name.as_str())?
+        .clone();
+    let mirror = agent["mirrors"]
+        .as_array()?
+        .iter()
+        .find(|m| m["repo"] == repo)?
+        .clone();
+    mirror["pushing"]["phase"].as_str().map(str::to_owned)
+}
+
+fn listed(net: &Network, repo: &str) -> (Vec<String>, Metalink) {
+    let m = Metalink::parse(&net.metalink(repo).unwrap());
+    let mut names: Vec<String> = net
+        .agents
+        .iter()
+        .filter(|a| m.urls.contains(&a.repomd_url(repo)))
+        .map(|a| a.name.clone())
+        .collect();
+    names.sort();
+    (names, m)
+}
+
+fn flipped_ms(net: &Network, repo: &str, agent: &str, version: u64) -> Option<u64> {
+    let pushes = net.last_pushes(repo);
+    let p = pushes.get(agent)?;
+    (p["version"].as_u64()? == version).then(|| p["flipped_unix_ms"].as_u64())?
+}
+
+#[test]
+fn a_stalled_mirror_holds_the_others_back_at_most_stage_wait_and_is_not_listed() {
+    let mut net = Network::builder()
+        .repo(REPO)
+        .origin_config("stage_wait_secs", "1")
+        .origin_config("settle_secs", "2")
+        .agent(AgentSpec::v4())
+        .agent(AgentSpec::v6())
+        .agent(AgentSpec::v4())
+        .start();
+    let root = net.root.clone();
+    let version_dir = |v: u64| {
+        let dir = root.join(format!("v{v}"));
+        fixture::synthetic_repo(&dir, &[(format!("Packages/p{v}.rpm"), 4096)], v, v);
+        dir
+    };
+    let v1 = version_dir(1);
+    let p = net.publish(REPO, &v1, &["--json", "--timeout", "20"]);
+    assert_eq!(p.code, 0, "{p:#?}");
+
+    // m2 stalls for 8 s before staging (a slow disk, a partition).
+    net.stop_agent(2, Signal::Term);
+    net.set_agent_env(2, &[("FAILPOINTS", "receive::all_blobs=sleep(8000)")]);
+    net.start_agent(2);
+    let v2 = version_dir(2);
+    let p = net.publish(REPO, &v2, &["--json", "--wait", "2", "--timeout", "30"]);
+    assert_eq!(p.code, 0, "{p:#?}");
+    let (names, m) = listed(&net, REPO);
+    assert_eq!(
+        names,
+        ["m0", "m1"],
+        "only the flipped mirrors are listed: {m:?}"
+    );
+    assert_eq!(
+        m.hashes["sha256"],
+        sha256_hex(&fixture::read(&v2.join("repodata/repomd.xml")))
+    );
+    let first = flipped_ms(&net, REPO, "m0", 2).unwrap();
+    // The late mirror flips as soon as it has staged: the settle is over.
+    let late = hotpush_tests::wait_until("m2 to flip", Duration::from_secs(20), || {
+        flipped_ms(&net, REPO, "m2", 2)
+    });
+    println!(
+        "REPORT stalled mirror: m0/m1 waited {:.1} s for the flip (stage_wait 1 s + settle 2 s); m2 flipped {:.1} s after them",
+        net.last_pushes(REPO)["m0"]["flip_wait_ms"]
+            .as_u64()
+            .unwrap() as f64
+            / 1000.0,
+        (late - first) as f64 / 1000.0
+    );
+    assert!(
+        late > first + 4000,
+        "m0 flipped without waiting for m2's 8 s stall ({first} vs {late})"
+    );
+    hotpush_tests::wait_until("m2 listed again", Duration::from_secs(10), || {
+        (listed(&net, REPO).0.len() == 3).then_some(())
+    });
+
+    // m2 staged, then froze before the flip (died, partitioned).
+    net.stop_agent(2, Signal::Term);
+    net.set_agent_env(2, &[]);
+    net.start_agent(2);
+    let v3 = version_dir(3);
+    let mut publish = net
+        .publish_cmd(REPO, &v3, &["--json", "--wait", "2", "--timeout", "30"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    hotpush_tests::wait_until("m2 to stage", Duration::from_secs(10), || {
+        (pushing_phase(&net, 2, REPO).as_deref() == Some("staged")).then_some(())
+    });
+    let m2 = net.agents[2].pid().unwrap().to_string();
+    hotpush_tests::run_ok(Command::new("kill").args(["-STOP", &m2]));
+    let code = publish.wait().unwrap();
+    let (names, m) = listed(&net, REPO);
+    hotpush_tests::run_ok(Command::new("kill").args(["-CONT", &m2]));
+    assert!(code.success(), "publish --wait 2 with m2 frozen: {code}");
+    assert_eq!(
+        names,
+        ["m0", "m1"],
+        "the frozen mirror is not listed: {m:?}"
+    );
+    assert_eq!(
+        m.hashes["sha256"],
+        sha256_hex(&fixture::read(&v3.join("repodata/repomd.xml")))
+    );
+    // Thawed, it flips (or is pushed again) and is listed once it acks.
+    hotpush_tests::wait_until("m2 listed on v3", Duration::from_secs(30), || {
+        (listed(&net, REPO).0.len() == 3).then_some(())
+    });
 }
