@@ -47,10 +47,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of a workspace binary (`hotpush-origin`, `hotpush-agent`), found
-/// next to the test executable (`target/debug/deps/..` → `target/debug/`),
-/// else under `$CARGO_TARGET_DIR/debug` or `<workspace>/target/debug`.
+/// Path of a workspace binary (`hotpush-origin`, `hotpush-agent`): in
+/// `$HOTPUSH_BIN_DIR` when set (the benchmark's release build), else next
+/// to the test executable (`target/debug/deps/..` → `target/debug/`), else
+/// under `$CARGO_TARGET_DIR/debug` or `<workspace>/target/debug`.
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("HOTPUSH_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(deps) = exe.parent()
