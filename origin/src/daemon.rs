@@ -200,6 +200,12 @@ impl Origin {
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect();
+        services.spawn(crate::metalink::Metalinks::run(
+            origin.clone(),
+            services.token(),
+        ));
+        // The first documents are ready before the first request.
+        origin.metalinks.refreshed().await;
         if !listeners.http.is_empty() {
             let (o, stop) = (origin.clone(), services.token());
             services.spawn(async move {

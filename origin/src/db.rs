@@ -124,6 +124,26 @@ impl VersionRecord {
     pub fn snapshot(&self, limits: &Limits) -> Result<Snapshot, SnapshotError> {
         Snapshot::decode(&self.signed, limits)
     }
+
+    pub fn info(&self) -> VersionInfo {
+        VersionInfo {
+            repo: self.repo.clone(),
+            version: self.version,
+            manifest_digest: self.manifest_digest,
+            repomd_timestamp: self.repomd_timestamp,
+            created_unix: self.created_unix,
+        }
+    }
+}
+
+/// A stored version without its signed manifest (which can be megabytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub repo: String,
+    pub version: u64,
+    pub manifest_digest: Sha256Digest,
+    pub repomd_timestamp: u64,
+    pub created_unix: i64,
 }
 
 /// An agent's latest ack for a repo.
@@ -325,6 +345,35 @@ impl Db {
     /// The newest version of `repo`.
     pub fn latest(&self, repo: &str) -> Result<Option<VersionRecord>, DbError> {
         Ok(self.versions(repo, 1)?.into_iter().next())
+    }
+
+    /// The newest `limit` versions of `repo`, newest first, without their
+    /// signed manifests.
+    pub fn version_infos(&self, repo: &str, limit: usize) -> Result<Vec<VersionInfo>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT repo, version, manifest_digest, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![repo, limit as i64], |r| {
+            Ok(VersionInfo {
+                repo: r.get(0)?,
+                version: r.get(1)?,
+                manifest_digest: digest_col(r.get(2)?)?,
+                repomd_timestamp: r.get(3)?,
+                created_unix: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One stored version with its signed manifest.
+    pub fn version(&self, repo: &str, version: u64) -> Result<Option<VersionRecord>, DbError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 AND version = ?2",
+        )?;
+        let mut rows = stmt.query_map(params![repo, version], Self::version_row)?;
+        Ok(rows.next().transpose()?)
     }
 
     /// Every repo that has at least one version.

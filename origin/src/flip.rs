@@ -19,6 +19,8 @@ use hotpush_shared::name::AgentName;
 use hotpush_shared::snapshot::Snapshot;
 use tokio::sync::watch;
 
+use crate::metalink::Metalinks;
+
 /// What the mirrors of a round are told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Go {
@@ -59,6 +61,9 @@ pub struct Flips {
     rounds: Mutex<HashMap<RepoName, Round>>,
     /// The version each repo's metalink accepts as an alternate, while its flip is under way.
     next: Mutex<HashMap<RepoName, Next>>,
+    /// The documents clients get: the settle starts once they accept the
+    /// new repomd.xml.
+    metalinks: Arc<Metalinks>,
 }
 
 /// How a round decides: its settle delay and how long it waits for stragglers.
@@ -69,6 +74,13 @@ pub struct Timing {
 }
 
 impl Flips {
+    pub fn new(metalinks: Arc<Metalinks>) -> Self {
+        Self {
+            metalinks,
+            ..Self::default()
+        }
+    }
+
     /// The version whose flip is under way for `repo`, if any.
     pub fn next(&self, repo: &RepoName) -> Option<Next> {
         self.next
@@ -214,6 +226,9 @@ impl Flips {
         tracing::info!(%repo, version, settle_ms = settle.as_millis() as u64, everyone, "metalink accepts the new repomd.xml; mirrors flip after the settle delay");
         let (flips, repo) = (self.clone(), repo.clone());
         tokio::spawn(async move {
+            // The settle counts from the moment clients can get a metalink
+            // accepting the new repomd.xml, not from the decision.
+            flips.metalinks.refreshed().await;
             tokio::time::sleep(settle).await;
             if let Some(n) = flips
                 .next

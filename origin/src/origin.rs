@@ -62,6 +62,8 @@ pub struct Origin {
     pub metrics: Metrics,
     /// When staged mirrors flip, and what the metalink accepts meanwhile.
     pub flips: Arc<crate::flip::Flips>,
+    /// Every repo's metalink, kept in memory.
+    pub metalinks: Arc<crate::metalink::Metalinks>,
     /// The bytes each path had in recent snapshots.
     pub history: crate::history::PathHistory,
     /// Descriptors the configured connection caps need (before they were
@@ -80,6 +82,7 @@ impl Origin {
         fds_needed: usize,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        let metalinks = Arc::new(crate::metalink::Metalinks::default());
         Arc::new(Self {
             fds_needed,
             config,
@@ -92,23 +95,31 @@ impl Origin {
             push_state: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
-            flips: Arc::default(),
+            flips: Arc::new(crate::flip::Flips::new(metalinks.clone())),
+            metalinks,
             history: Default::default(),
         })
     }
 
-    /// The newest snapshot of `repo`, decoded once and kept.
+    /// The newest snapshot of `repo`, read and decoded once and kept.
     pub fn latest(&self, repo: &RepoName) -> Result<Option<Arc<Snapshot>>, DbError> {
-        let Some(record) = self.db.latest(repo.as_str())? else {
+        let Some(info) = self.db.version_infos(repo.as_str(), 1)?.pop() else {
             return Ok(None);
         };
-        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = cache.get(repo)
-            && s.version() == record.version
-            && s.digest == record.manifest_digest
+        if let Some(s) = self
+            .latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(repo)
+            && s.version() == info.version
+            && s.digest == info.manifest_digest
         {
             return Ok(Some(s.clone()));
         }
+        let Some(record) = self.db.version(repo.as_str(), info.version)? else {
+            return Ok(None);
+        };
+        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot =
             Arc::new(
                 record
@@ -131,6 +142,7 @@ impl Origin {
             .unwrap_or_else(|p| p.into_inner())
             .insert(repo.clone(), snapshot);
         self.announcements.announce(&repo, version);
+        self.metalinks.changed();
     }
 
     /// The push state of every agent × repo.

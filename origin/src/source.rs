@@ -58,6 +58,7 @@ impl Source for Origin {
                 &detail,
             )
             .map_err(|e| format!("recording the ack: {e}"))?;
+        self.metalinks.changed();
         verdict
     }
 
@@ -81,10 +82,14 @@ impl Source for Origin {
                     .map(|a| a.target.name)
                     .collect::<HashSet<AgentName>>()
             };
-            let current = crate::metalink::current_version(self, repo)
-                .map_err(|e| e.to_string())?
-                .and_then(|c| c.version.snapshot(&self.config.limits).ok())
-                .and_then(|s| s.repomd().map(|e| e.sha256));
+            // What clients are told now: the document served from memory.
+            let current = self
+                .metalinks
+                .get(repo)
+                .as_ref()
+                .as_ref()
+                .ok()
+                .map(|d| d.repomd_sha256);
             self.flips
                 .staged(
                     &target.name,

@@ -9,7 +9,6 @@ use hotpush_shared::push::Phase;
 use serde::{Deserialize, Serialize};
 
 use crate::db::DbError;
-use crate::metalink::current_version;
 use crate::origin::Origin;
 
 /// Everything `status` shows.
@@ -127,18 +126,16 @@ impl Report {
         let mut acks_by_agent: HashMap<String, Vec<AckedReport>> = HashMap::new();
         let mut latest_of: BTreeMap<RepoName, u64> = BTreeMap::new();
         for repo in origin.db.repos()? {
-            let latest = origin.db.latest(repo.as_str())?;
-            let current = current_version(origin, &repo)?;
+            let latest = origin.db.version_infos(repo.as_str(), 1)?.pop();
+            // What clients are told now.
+            let document = origin.metalinks.get(&repo);
+            let served = document.as_ref().as_ref().ok();
             latest_of.insert(repo.clone(), latest.as_ref().map_or(0, |v| v.version));
             repos.push(RepoReport {
                 repo: repo.to_string(),
                 latest_version: latest.as_ref().map_or(0, |v| v.version),
-                metalink_version: current.as_ref().map_or(0, |c| c.version.version),
-                metalink_next: origin
-                    .flips
-                    .next(&repo)
-                    .map(|n| n.snapshot.version())
-                    .filter(|&v| current.as_ref().is_none_or(|c| v > c.version.version)),
+                metalink_version: served.map_or(0, |d| d.version),
+                metalink_next: served.and_then(|d| d.next),
                 manifest_digest: latest
                     .map(|v| v.manifest_digest.to_hex())
                     .unwrap_or_default(),

@@ -5,32 +5,38 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hotpush_shared::daemon::LogThrottle;
 use hotpush_shared::metalink::error_document;
 use hotpush_shared::url::MetalinkQuery;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metalink::{DescriptionCache, MetalinkError, render};
+use crate::metalink::MetalinkError;
 use crate::origin::Origin;
 use crate::status::Report;
 
 #[derive(Clone)]
 struct Web {
     origin: Arc<Origin>,
-    cache: Arc<DescriptionCache>,
+    /// `max-age=<metalink_max_age_secs>`, formatted once.
+    cache_control: String,
+    /// Anyone can ask for a repo that does not exist, at any rate.
+    refusals: Arc<LogThrottle>,
 }
 
 /// The routes.
 pub fn router(origin: Arc<Origin>) -> Router {
     let state = Web {
+        cache_control: format!("max-age={}", origin.config.metalink_max_age.as_secs()),
         origin,
-        cache: Arc::new(DescriptionCache::default()),
+        refusals: Arc::new(LogThrottle::per_second(5)),
     };
     Router::new()
         .route("/metalink", get(metalink))
@@ -81,40 +87,36 @@ async fn metalink(
                 .into_response();
         }
     };
-    let rendered = {
-        let web = web.clone();
-        let repo = repo.clone();
-        tokio::task::spawn_blocking(move || render(&web.origin, &web.cache, &repo)).await
-    };
-    match rendered {
-        Ok(Ok(r)) => {
+    let document = web.origin.metalinks.get(&repo);
+    match document.as_ref() {
+        Ok(d) => {
             if headers
                 .get(header::IF_NONE_MATCH)
-                .is_some_and(|v| v.as_bytes() == r.etag.as_bytes())
+                .is_some_and(|v| v.as_bytes() == d.etag.as_bytes())
             {
-                return (StatusCode::NOT_MODIFIED, [(header::ETAG, r.etag)]).into_response();
+                return (StatusCode::NOT_MODIFIED, [(header::ETAG, d.etag.clone())])
+                    .into_response();
             }
             (
                 StatusCode::OK,
                 [
                     (header::CONTENT_TYPE, "application/metalink+xml".to_owned()),
-                    (
-                        header::CACHE_CONTROL,
-                        format!("max-age={}", web.origin.config.metalink_max_age.as_secs()),
-                    ),
-                    (header::ETAG, r.etag),
+                    (header::CACHE_CONTROL, web.cache_control.clone()),
+                    (header::ETAG, d.etag.clone()),
                 ],
-                r.body,
+                d.render(SystemTime::now()),
             )
                 .into_response()
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let code = match e {
                 MetalinkError::UnknownRepo(_) => StatusCode::NOT_FOUND,
                 MetalinkError::NoMirrors { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            tracing::warn!(%repo, error = %e, "metalink not served");
+            if let Some(suppressed) = web.refusals.allow() {
+                tracing::warn!(%repo, error = %e, suppressed, "metalink not served");
+            }
             (
                 code,
                 [(header::CONTENT_TYPE, xml)],
@@ -122,7 +124,6 @@ async fn metalink(
             )
                 .into_response()
         }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

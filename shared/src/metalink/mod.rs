@@ -25,7 +25,7 @@ mod parse;
 mod write;
 
 pub use parse::{MetalinkError, ParsedMetalink, parse_metalink};
-pub use write::{error_document, error_document_at, write_metalink};
+pub use write::{MirrorEntry, Template, error_document, error_document_at, write_metalink};
 
 /// Default namespace of Metalink 3.0.
 pub(crate) const METALINK_NS: &str = "http://www.metalinker.org/";

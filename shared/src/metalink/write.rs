@@ -1,11 +1,10 @@
 //! Writing metalinks: the exact element names and order librepo and yum
 //! expect, one `<url>` per mirror in the order clients should try them.
 
-use std::io;
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use quick_xml::Writer;
-use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+use quick_xml::escape::escape;
 
 use super::{FileDescription, METALINK_NS, MM0_NS, Mirror, REPOMD_NAME, REPOMD_SUFFIX, httpdate};
 
@@ -32,128 +31,131 @@ fn scheme(url: &str) -> String {
 }
 
 /// The `<metalink …>` start tag shared by metalinks and error documents.
-fn metalink_start(pubdate: SystemTime) -> BytesStart<'static> {
-    let date = httpdate(pubdate);
-    BytesStart::new("metalink").with_attributes([
-        ("version", "3.0"),
-        ("xmlns", METALINK_NS),
-        ("type", "dynamic"),
-        ("pubdate", date.as_str()),
-        ("generator", "hotpush"),
-        ("xmlns:mm0", MM0_NS),
-    ])
+fn metalink_start(pubdate: SystemTime) -> String {
+    format!(
+        "<metalink version=\"3.0\" xmlns=\"{METALINK_NS}\" type=\"dynamic\" pubdate=\"{}\" \
+         generator=\"hotpush\" xmlns:mm0=\"{MM0_NS}\">",
+        httpdate(pubdate)
+    )
 }
 
-/// Writes timestamp, size and verification of one repomd.xml version.
-fn write_details(w: &mut Writer<Vec<u8>>, fd: &FileDescription) -> io::Result<()> {
-    // <mm0:timestamp>N</mm0:timestamp>
-    w.create_element("mm0:timestamp")
-        .write_text_content(BytesText::new(&fd.timestamp.to_string()))?;
-    // <size>N</size>
-    w.create_element("size")
-        .write_text_content(BytesText::new(&fd.size.to_string()))?;
-    // <verification>
-    w.write_event(Event::Start(BytesStart::new("verification")))?;
+const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n";
+
+/// Timestamp, size and verification of one repomd.xml version, at `depth`
+/// (one space per level, as mirrorlist-server writes it).
+fn write_details(out: &mut String, fd: &FileDescription, depth: usize) {
+    let pad = " ".repeat(depth);
+    let _ = write!(
+        out,
+        "{pad}<mm0:timestamp>{}</mm0:timestamp>\n{pad}<size>{}</size>\n{pad}<verification>\n",
+        fd.timestamp, fd.size
+    );
     for (kind, value) in fd.hashes() {
         // An empty <hash> would be librepo's "strongest" and never match.
         if value.is_empty() {
             continue;
         }
-        // <hash type="sha256">hex</hash>
-        w.create_element("hash")
-            .with_attribute(("type", kind))
-            .write_text_content(BytesText::new(value))?;
+        let _ = writeln!(out, "{pad} <hash type=\"{kind}\">{}</hash>", escape(value));
     }
-    // </verification>
-    w.write_event(Event::End(BytesEnd::new("verification")))?;
-    Ok(())
+    let _ = writeln!(out, "{pad}</verification>");
 }
 
-fn try_write_metalink(
-    current: &FileDescription,
-    alternates: &[FileDescription],
-    mirrors: &[Mirror],
-    pubdate: SystemTime,
-) -> io::Result<String> {
-    let mut w = Writer::new_with_indent(Vec::new(), b' ', 1);
-    // <?xml version="1.0" encoding="utf-8"?>
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("utf-8"), None)))?;
-    // <metalink version="3.0" xmlns=… type="dynamic" pubdate=… generator="hotpush" xmlns:mm0=…>
-    w.write_event(Event::Start(metalink_start(pubdate)))?;
-    // <files>
-    w.write_event(Event::Start(BytesStart::new("files")))?;
-    // <file name="repomd.xml">
-    w.write_event(Event::Start(
-        BytesStart::new("file").with_attributes([("name", REPOMD_NAME)]),
-    ))?;
-    write_details(&mut w, current)?;
-    if !alternates.is_empty() {
-        // Newest first, as MirrorManager sorts them (MM2 PR #121).
-        let mut sorted: Vec<&FileDescription> = alternates.iter().collect();
-        sorted.sort_by_key(|fd| std::cmp::Reverse(fd.timestamp));
-        // <mm0:alternates>
-        w.write_event(Event::Start(BytesStart::new("mm0:alternates")))?;
-        for alt in sorted {
-            // <mm0:alternate>
-            w.write_event(Event::Start(BytesStart::new("mm0:alternate")))?;
-            write_details(&mut w, alt)?;
-            // </mm0:alternate>
-            w.write_event(Event::End(BytesEnd::new("mm0:alternate")))?;
-        }
-        // </mm0:alternates>
-        w.write_event(Event::End(BytesEnd::new("mm0:alternates")))?;
-    }
-    // <resources maxconnections="1">
-    w.write_event(Event::Start(
-        BytesStart::new("resources").with_attributes([("maxconnections", "1")]),
-    ))?;
-    for (i, mirror) in mirrors.iter().enumerate() {
+/// One mirror as a metalink lists it, escaped once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorEntry {
+    /// `…/repodata/repomd.xml`, escaped.
+    url: String,
+    protocol: String,
+    /// ` location="XX"` or nothing.
+    location: String,
+}
+
+impl MirrorEntry {
+    pub fn new(mirror: &Mirror) -> Self {
         let url = repomd_url(&mirror.base_url);
-        let protocol = scheme(&url);
-        // librepo ignores preference (document order is try order); the
-        // values only keep MirrorManager's shape: 100, 99, … never below 1.
-        let preference = 100usize.saturating_sub(i).max(1).to_string();
-        let location = mirror.location.to_ascii_uppercase();
-        let mut start = BytesStart::new("url");
-        start.push_attribute(("protocol", protocol.as_str()));
-        start.push_attribute(("type", protocol.as_str()));
-        if !location.is_empty() {
-            start.push_attribute(("location", location.as_str()));
+        let protocol = escape(scheme(&url)).into_owned();
+        let location = match mirror.location.to_ascii_uppercase() {
+            l if l.is_empty() => String::new(),
+            l => format!(" location=\"{}\"", escape(&l)),
+        };
+        Self {
+            url: escape(&url).into_owned(),
+            protocol,
+            location,
         }
-        start.push_attribute(("preference", preference.as_str()));
-        // <url protocol="http" type="http" location="XX" preference="100">…/repodata/repomd.xml</url>
-        w.write_event(Event::Start(start))?;
-        w.write_event(Event::Text(BytesText::new(&url)))?;
-        w.write_event(Event::End(BytesEnd::new("url")))?;
     }
-    // </resources>
-    w.write_event(Event::End(BytesEnd::new("resources")))?;
-    // </file>
-    w.write_event(Event::End(BytesEnd::new("file")))?;
-    // </files>
-    w.write_event(Event::End(BytesEnd::new("files")))?;
-    // </metalink>
-    w.write_event(Event::End(BytesEnd::new("metalink")))?;
-    let mut out = w.into_inner();
-    out.push(b'\n');
-    // Only &str went in, so this is valid UTF-8; lossy avoids a panic path.
-    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The metalink for `current`, listing `mirrors` in the order clients should
-/// try them (librepo uses document order, not `preference`). `alternates`
-/// let clients accept older repomd.xml versions — and so stay on them; pass
-/// none for urgent snapshots (docs/PROTOCOL.md "The metalink").
+/// A metalink rendered once for a repomd.xml and its alternates: a request
+/// only adds the date and its mirrors, in its own order.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// From `<files>` to `<resources …>`, each line indented.
+    files: String,
+}
+
+impl Template {
+    /// `alternates` let clients accept other repomd.xml versions — and so
+    /// stay on them; pass none for urgent snapshots outside a flip
+    /// (docs/PROTOCOL.md "The metalink").
+    pub fn new(current: &FileDescription, alternates: &[FileDescription]) -> Self {
+        let mut files = format!(" <files>\n  <file name=\"{REPOMD_NAME}\">\n");
+        write_details(&mut files, current, 3);
+        if !alternates.is_empty() {
+            // Newest first, as MirrorManager sorts them (MM2 PR #121).
+            let mut sorted: Vec<&FileDescription> = alternates.iter().collect();
+            sorted.sort_by_key(|fd| std::cmp::Reverse(fd.timestamp));
+            files.push_str("   <mm0:alternates>\n");
+            for alt in sorted {
+                files.push_str("    <mm0:alternate>\n");
+                write_details(&mut files, alt, 5);
+                files.push_str("    </mm0:alternate>\n");
+            }
+            files.push_str("   </mm0:alternates>\n");
+        }
+        files.push_str("   <resources maxconnections=\"1\">\n");
+        Self { files }
+    }
+
+    /// The document, listing `mirrors` in the order clients should try
+    /// them (librepo uses document order, not `preference`).
+    pub fn render<'a>(
+        &self,
+        mirrors: impl IntoIterator<Item = &'a MirrorEntry>,
+        pubdate: SystemTime,
+    ) -> String {
+        let mut out = String::with_capacity(self.files.len() + 512);
+        out.push_str(DECLARATION);
+        out.push_str(&metalink_start(pubdate));
+        out.push('\n');
+        out.push_str(&self.files);
+        for (i, m) in mirrors.into_iter().enumerate() {
+            // librepo ignores preference; the values only keep
+            // MirrorManager's shape: 100, 99, … never below 1.
+            let preference = 100usize.saturating_sub(i).max(1);
+            let _ = writeln!(
+                out,
+                "    <url protocol=\"{p}\" type=\"{p}\"{location} preference=\"{preference}\">{url}</url>",
+                p = m.protocol,
+                location = m.location,
+                url = m.url,
+            );
+        }
+        out.push_str("   </resources>\n  </file>\n </files>\n</metalink>\n");
+        out
+    }
+}
+
+/// The metalink for `current`, listing `mirrors` in the order clients
+/// should try them; see [`Template`].
 pub fn write_metalink(
     current: &FileDescription,
     alternates: &[FileDescription],
     mirrors: &[Mirror],
     pubdate: SystemTime,
 ) -> String {
-    // Writing into a Vec cannot fail; if it ever did, a client gets an
-    // error document (dnf: "repomd.xml was not found") rather than garbage.
-    try_write_metalink(current, alternates, mirrors, pubdate)
-        .unwrap_or_else(|e| error_document_at(&format!("metalink writer failed: {e}"), pubdate))
+    let entries: Vec<MirrorEntry> = mirrors.iter().map(MirrorEntry::new).collect();
+    Template::new(current, alternates).render(&entries, pubdate)
 }
 
 /// Makes `message` safe inside `<!-- … -->`: no `--`, no characters XML
@@ -181,16 +183,9 @@ pub fn error_document(message: &str) -> String {
 
 /// [`error_document`] with a fixed `pubdate`, for deterministic output.
 pub fn error_document_at(message: &str, pubdate: SystemTime) -> String {
-    let mut start = Writer::new(Vec::new());
-    // <metalink version="3.0" … > (escaping via the writer, like the metalink)
-    let header = match start.write_event(Event::Start(metalink_start(pubdate))) {
-        Ok(()) => String::from_utf8_lossy(&start.into_inner()).into_owned(),
-        Err(_) => format!(
-            "<metalink version=\"3.0\" xmlns=\"{METALINK_NS}\" type=\"dynamic\" generator=\"hotpush\" xmlns:mm0=\"{MM0_NS}\">"
-        ),
-    };
     format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n{header}\n<!-- {}\n-->\n</metalink>\n",
+        "{DECLARATION}{}\n<!-- {}\n-->\n</metalink>\n",
+        metalink_start(pubdate),
         sanitize_comment(message)
     )
 }
