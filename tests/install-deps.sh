@@ -3,15 +3,19 @@
 # Run as root. Idempotent: if every tool is already present it does nothing
 # (no apt-get update, no network).
 #
-# Checked:   dnf createrepo_c rpmbuild rpm nginx gpg curl, and
+# Checked:   dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk, and
 #            `/usr/bin/python3 -c 'import librepo'` (the system python, not pyenv's).
 # Installed: dnf createrepo-c rpm python3-librepo nginx gnupg curl
+#            rsync openssh-server openssh-client wrk
 #            with --no-install-recommends. On bookworm the only Recommends that
 #            drops are deltarpm and python3-unbound (from python3-dnf) and
 #            ca-certificates (from libcurl4); none is needed for loopback http tests.
+#            rsync, sshd, ssh and wrk are the benchmark's baselines and load
+#            generator (bench/run.sh, docs/PERFORMANCE.md); sshd is in /usr/sbin.
 #
-# nginx is never started: if no /usr/sbin/policy-rc.d exists, a deny-all one
-# (exit 101) is put in place for the duration of the install and removed after.
+# nginx and sshd are never started: if no /usr/sbin/policy-rc.d exists, a
+# deny-all one (exit 101) is put in place for the duration of the install and
+# removed after. The benchmark runs its own sshd on loopback when it needs one.
 #
 # Env (for testing this script): INSTALL_DEPS_FORCE=1 takes the install branch
 # even if nothing is missing; INSTALL_DEPS_SIMULATE=1 skips `apt-get update` and
@@ -22,16 +26,19 @@ prog=install-deps.sh
 die() { echo "$prog: error: $*" >&2; exit 1; }
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
-PACKAGES=(dnf createrepo-c rpm python3-librepo nginx gnupg curl)
+PACKAGES=(dnf createrepo-c rpm python3-librepo nginx gnupg curl
+          rsync openssh-server openssh-client wrk)
+TOOLS=(dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk)
 # tool -> Debian package that provides it (for the report only)
 declare -A PROVIDER=([dnf]=dnf [createrepo_c]=createrepo-c [rpmbuild]=rpm [rpm]=rpm
-                     [nginx]=nginx [gpg]=gnupg [curl]=curl [librepo]=python3-librepo)
+                     [nginx]=nginx [gpg]=gnupg [curl]=curl [librepo]=python3-librepo
+                     [rsync]=rsync [sshd]=openssh-server [ssh]=openssh-client [wrk]=wrk)
 
 missing=()
 check_all() {
     missing=()
     local t
-    for t in dnf createrepo_c rpmbuild rpm nginx gpg curl; do
+    for t in "${TOOLS[@]}"; do
         command -v "$t" >/dev/null 2>&1 || missing+=("$t")
     done
     if ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import librepo' >/dev/null 2>&1; }; then
@@ -41,7 +48,7 @@ check_all() {
 
 check_all
 if [ ${#missing[@]} -eq 0 ] && [ "${INSTALL_DEPS_FORCE:-0}" != 1 ]; then
-    echo "$prog: all present (dnf createrepo_c rpmbuild rpm nginx gpg curl python3-librepo); nothing to install"
+    echo "$prog: all present (${TOOLS[*]} python3-librepo); nothing to install"
     exit 0
 fi
 
@@ -57,7 +64,7 @@ command -v apt-get >/dev/null 2>&1 || die "apt-get not found; this script suppor
 simulate=()
 [ "${INSTALL_DEPS_SIMULATE:-0}" = 1 ] && simulate=(-s)
 
-# Keep maintainer scripts from starting nginx (or anything else).
+# Keep maintainer scripts from starting nginx, sshd (or anything else).
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 cleanup() { if [ "$created_policy" = 1 ]; then rm -f "$policy"; fi; }
