@@ -4,6 +4,7 @@
 //! Version numbers come from `MAX(version)+1` inside the same transaction
 //! that stores the signed manifest, so a crash can never reuse one.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -243,7 +244,7 @@ impl Db {
     /// Every registered agent, by name.
     pub fn agents(&self) -> Result<Vec<AgentRecord>, DbError> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT name, endpoint, peer_id, public_url, weight, repos FROM agents ORDER BY name",
         )?;
         let rows = stmt.query_map([], |r| {
@@ -335,7 +336,7 @@ impl Db {
     /// The newest `limit` versions of `repo`, newest first.
     pub fn versions(&self, repo: &str, limit: usize) -> Result<Vec<VersionRecord>, DbError> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![repo, limit as i64], Self::version_row)?;
@@ -379,7 +380,7 @@ impl Db {
     /// Every repo that has at least one version.
     pub fn repos(&self) -> Result<Vec<RepoName>, DbError> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare("SELECT DISTINCT repo FROM versions ORDER BY repo")?;
+        let mut stmt = conn.prepare_cached("SELECT DISTINCT repo FROM versions ORDER BY repo")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| {
             let name = r?;
@@ -414,7 +415,7 @@ impl Db {
     pub fn acks(&self, repo: &str) -> Result<Vec<AckRecord>, DbError> {
         let conn = self.lock()?;
         let mut stmt =
-            conn.prepare("SELECT agent, repo, version, manifest_digest, acked_unix, public_verified, public_detail FROM acks WHERE repo = ?1 ORDER BY agent")?;
+            conn.prepare_cached("SELECT agent, repo, version, manifest_digest, acked_unix, public_verified, public_detail FROM acks WHERE repo = ?1 ORDER BY agent")?;
         let rows = stmt.query_map([repo], |r| {
             Ok(AckRecord {
                 agent: r.get(0)?,
@@ -451,7 +452,7 @@ impl Db {
     pub fn audit_log(&self) -> Result<Vec<AuditRecord>, DbError> {
         let conn = self.lock()?;
         let mut stmt =
-            conn.prepare("SELECT id, at_unix, who, action, repo, version, manifest_digest, detail FROM audit ORDER BY id")?;
+            conn.prepare_cached("SELECT id, at_unix, who, action, repo, version, manifest_digest, detail FROM audit ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             Ok(AuditRecord {
                 id: r.get(0)?,
@@ -467,47 +468,80 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A [`HashCache`] over the `hash_cache` table.
-    pub fn hash_cache(&self) -> DbHashCache<'_> {
-        DbHashCache { db: self }
+    /// The `hash_cache` entries of every file under `dir`, read in one
+    /// query: a publish then looks nothing up file by file.
+    pub fn hash_cache_under(&self, dir: &Path) -> Result<LoadedHashCache, DbError> {
+        // Keys are `<dir>/<rel>`: the range of paths with that prefix.
+        let prefix = format!("{}/", dir.display().to_string().trim_end_matches('/'));
+        let end = format!("{}0", prefix.trim_end_matches('/'));
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT path, size, mtime_ns, ino, dev, sha256 FROM hash_cache WHERE path >= ?1 AND path < ?2",
+        )?;
+        let rows = stmt.query_map([&prefix, &end], |r| {
+            let key = FileKey {
+                path: r.get(0)?,
+                size: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get::<_, String>(2)?.parse().unwrap_or(-1),
+                ino: r.get::<_, i64>(3)? as u64,
+                dev: r.get::<_, i64>(4)? as u64,
+            };
+            Ok((key, digest_col(r.get(5)?)?))
+        })?;
+        let mut entries = HashMap::new();
+        for row in rows {
+            let (key, sha256) = row?;
+            entries.insert(key, sha256);
+        }
+        Ok(LoadedHashCache {
+            entries,
+            new: Vec::new(),
+        })
+    }
+
+    /// Remembers what a publish hashed, in one transaction. Called only
+    /// once the blobs are durable in the store, so that an entry also means
+    /// "the store holds it" (the origin never deletes blobs).
+    pub fn save_hash_cache(&self, cache: LoadedHashCache) -> Result<(), DbError> {
+        if cache.new.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock()?;
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO hash_cache (path, size, mtime_ns, ino, dev, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (key, sha256) in &cache.new {
+                stmt.execute(params![
+                    key.path,
+                    key.size as i64,
+                    key.mtime_ns.to_string(),
+                    key.ino as i64,
+                    key.dev as i64,
+                    &sha256.0[..]
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 
-/// Remembers the sha256 of source files by (path, size, mtime, inode, device).
-pub struct DbHashCache<'a> {
-    db: &'a Db,
+/// The sha256 of source files by (path, size, mtime, inode, device), as
+/// far as earlier publishes stored them, plus what this publish hashed.
+pub struct LoadedHashCache {
+    entries: HashMap<FileKey, Sha256Digest>,
+    new: Vec<(FileKey, Sha256Digest)>,
 }
 
-impl HashCache for DbHashCache<'_> {
+impl HashCache for LoadedHashCache {
     fn get(&self, key: &FileKey) -> Option<Sha256Digest> {
-        let conn = self.db.lock().ok()?;
-        let (size, mtime, ino, dev, sha): (i64, String, i64, i64, Vec<u8>) = conn
-            .query_row(
-                "SELECT size, mtime_ns, ino, dev, sha256 FROM hash_cache WHERE path = ?1",
-                [&key.path],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .optional()
-            .ok()
-            .flatten()?;
-        let same = size as u64 == key.size
-            && mtime == key.mtime_ns.to_string()
-            && ino as u64 == key.ino
-            && dev as u64 == key.dev;
-        if same {
-            Sha256Digest::from_slice(&sha).ok()
-        } else {
-            None
-        }
+        self.entries.get(key).copied()
     }
 
     fn put(&mut self, key: FileKey, sha256: Sha256Digest) {
-        if let Ok(conn) = self.db.lock() {
-            let _ = conn.execute(
-                "INSERT OR REPLACE INTO hash_cache (path, size, mtime_ns, ino, dev, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![key.path, key.size as i64, key.mtime_ns.to_string(), key.ino as i64, key.dev as i64, &sha256.0[..]],
-            );
-        }
+        self.new.push((key, sha256));
     }
 }
 

@@ -61,7 +61,8 @@ pub fn publish(
 ) -> Result<Publication, PublishError> {
     let limits = &origin.config.limits;
     let mut import = Import::new(&origin.store);
-    let validated = validate_repo(dir, limits, &mut origin.db.hash_cache(), Some(&mut import))?;
+    let mut hashes = origin.db.hash_cache_under(dir)?;
+    let validated = validate_repo(dir, limits, &mut hashes, Some(&mut import))?;
     // validate_repo returns the files sorted by path, as a manifest lists them.
     let entries: Vec<Entry> = validated
         .files
@@ -86,6 +87,10 @@ pub fn publish(
         path: dir.display().to_string(),
         source,
     })?;
+    // Only now: an entry vouches that the store holds the blob.
+    if let Err(e) = origin.db.save_hash_cache(hashes) {
+        tracing::warn!(error = %e, "hash cache not saved: the next publish hashes these files again");
+    }
     let repomd_timestamp = validated
         .repomd
         .max_timestamp()

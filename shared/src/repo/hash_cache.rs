@@ -35,6 +35,11 @@ impl FileKey {
 /// sha256 by file identity, so an unchanged file is not re-hashed on every
 /// publish. Consulted only when the repodata declares sha256, so
 /// a hit can be compared with the declaration directly.
+///
+/// When validation stores into a blob store, a hit also vouches that the
+/// store holds the blob: a cache must only keep what was stored (the
+/// origin saves its entries after the import is durable, and never deletes
+/// blobs), so an unchanged file costs one `stat` and nothing else.
 pub trait HashCache {
     fn get(&self, key: &FileKey) -> Option<Sha256Digest>;
     fn put(&mut self, key: FileKey, sha256: Sha256Digest);

@@ -272,7 +272,6 @@ impl Validator<'_, '_> {
         if consume.is_none()
             && let Some(sha256) = declared_sha256
             && self.cache.get(&stat.key) == Some(sha256)
-            && self.import.as_deref().is_none_or(|i| i.has(&sha256))
         {
             self.files.insert(
                 path,
