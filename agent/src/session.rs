@@ -255,7 +255,10 @@ async fn claim(agent: &Agent, digest: Sha256Digest) -> Result<Claim<'_>, PushErr
 
 /// The installed snapshot of `repo`, for step 5 (an unreadable state
 /// counts as nothing installed only if it is absent; a read error refuses).
-fn installed(agent: &Agent, repo: &RepoName) -> Result<Option<crate::state::Installed>, PushError> {
+fn installed(
+    agent: &Agent,
+    repo: &RepoName,
+) -> Result<Option<Arc<crate::state::Installed>>, PushError> {
     Ok(agent.tree.state.current(repo).map_err(SwapError::from)?)
 }
 
@@ -495,7 +498,7 @@ where
     let _swap = lock.lock().await;
     check_superseded(*superseded.borrow())?;
     // Step 5 again: another push may have installed this or a newer version meanwhile.
-    if against_installed(&snapshot, installed(agent, &repo)?.as_ref())? == Freshness::Same {
+    if against_installed(&snapshot, installed(agent, &repo)?.as_deref())? == Freshness::Same {
         return Ok(Some(ack_for(&snapshot, Timings::default())));
     }
     let stage_started = Instant::now();

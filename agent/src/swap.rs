@@ -17,11 +17,12 @@
 //! A crash anywhere leaves the old or the new snapshot live;
 //! [`Tree::recover`] finishes or undoes S5 at start-up.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use hotpush_shared::Sha256Digest;
@@ -30,7 +31,7 @@ use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{BlobStore, sync_dir};
 
 use crate::failpoint::stage;
-use crate::state::{Installed, StateDir, StateError, io_err, within};
+use crate::state::{Installed, Retained, StateDir, StateError, io_err, within};
 
 /// A named stage of the swap (see [`stage`]); a failure injected there is a
 /// swap failure like any other.
@@ -89,7 +90,7 @@ impl Tree {
     }
 
     /// Stages and flips at once (a snapshot no metalink needs to wait for).
-    pub fn install(&self, snapshot: &Snapshot) -> Result<(), SwapError> {
+    pub fn install(&self, snapshot: &Arc<Snapshot>) -> Result<(), SwapError> {
         let staged = self.stage(snapshot)?;
         self.flip(staged)
     }
@@ -100,7 +101,7 @@ impl Tree {
     /// new package paths are not named by any live repodata, and paths whose
     /// content changes are only replaced at the flip. If it fails, what it
     /// placed is taken away again.
-    pub fn stage(&self, snapshot: &Snapshot) -> Result<StagedSwap, SwapError> {
+    pub fn stage(&self, snapshot: &Arc<Snapshot>) -> Result<StagedSwap, SwapError> {
         let result = self.stage_steps(snapshot);
         if let Err(e) = &result {
             tracing::warn!(repo = %snapshot.repo(), version = snapshot.version(), error = %e, "staging failed: removing what it placed");
@@ -141,14 +142,14 @@ impl Tree {
         }
     }
 
-    fn stage_steps(&self, snapshot: &Snapshot) -> Result<StagedSwap, SwapError> {
+    fn stage_steps(&self, snapshot: &Arc<Snapshot>) -> Result<StagedSwap, SwapError> {
         let manifest = &snapshot.manifest;
         let repo = &manifest.repo;
         let repo_dir = self.repo_dir(repo);
         fs::create_dir_all(&repo_dir).map_err(io_err("create", &repo_dir))?;
         let current = self.state.current(repo)?;
         let now = SystemTime::now();
-        let kept: Vec<Installed> = self
+        let kept: Vec<Retained> = self
             .state
             .retained(repo)?
             .into_iter()
@@ -161,26 +162,23 @@ impl Tree {
         // it). What will be placed is journalled first, so that a failed or
         // abandoned swap can take it away again. New paths are placed now;
         // paths that get other content wait for the flip.
-        let live: HashMap<&str, Sha256Digest> = current
-            .iter()
-            .flat_map(|c| c.snapshot.manifest.entries.iter())
-            .map(|e| (e.path.as_str(), e.sha256))
-            .collect();
-        let to_place: Vec<&Entry> = manifest
-            .entries
-            .iter()
-            .filter(|e| !e.is_repodata() && live.get(e.path.as_str()) != Some(&e.sha256))
+        // One walk over both sorted lists: what the live snapshot lacks.
+        let live: &[Entry] = current
+            .as_ref()
+            .map_or(&[], |c| &c.snapshot.manifest.entries);
+        let to_place: Vec<(&Entry, bool)> = differing(live, &manifest.entries)
+            .filter(|(e, _)| !e.is_repodata())
             .collect();
         self.state.write_journal(
             repo,
             manifest.version,
-            to_place.iter().map(|e| e.path.as_str()),
+            to_place.iter().map(|(e, _)| e.path.as_str()),
         )?;
         let mut touched_dirs = BTreeSet::new();
         let mut changed = Vec::new();
-        for e in to_place {
+        for (e, path_is_live) in to_place {
             let dest = repo_dir.join(e.path.as_str());
-            if live.contains_key(e.path.as_str()) {
+            if path_is_live {
                 changed.push((e.sha256, e.path.clone()));
                 continue;
             }
@@ -213,15 +211,15 @@ impl Tree {
         }
         // The snapshot being replaced enters its retention window at the
         // flip (unless there is none); older ones only while inside theirs.
-        let replaced = current.iter().filter(|_| !self.retain_for.is_zero());
-        for old in replaced.chain(kept.iter()) {
-            for e in old
-                .snapshot
-                .manifest
-                .entries
-                .iter()
-                .filter(|e| e.is_repodata())
-            {
+        // Every repodata file a kept snapshot names is in the live one or in
+        // the list of what a kept snapshot's successor dropped.
+        let replaced = current
+            .iter()
+            .filter(|_| !self.retain_for.is_zero())
+            .flat_map(|c| c.snapshot.manifest.entries.iter());
+        let kept_gone = kept.iter().flat_map(|r| r.gone.iter());
+        {
+            for e in replaced.chain(kept_gone).filter(|e| e.is_repodata()) {
                 let name = e.path.file_name();
                 // repomd.xml and its signature are per-version; never carry them.
                 if name.starts_with("repomd.xml") || !names.insert(name.to_owned()) {
@@ -326,7 +324,7 @@ impl Tree {
 
     /// What clients are served now, even between a crash after the flip and
     /// the [`Tree::recover`] that the next start runs.
-    pub fn live(&self, repo: &RepoName) -> Result<Option<Installed>, SwapError> {
+    pub fn live(&self, repo: &RepoName) -> Result<Option<Arc<Installed>>, SwapError> {
         if let Some(staged) = self.state.staged(repo)?
             && self.live_version(repo) == Some(staged.version())
         {
@@ -363,14 +361,21 @@ impl Tree {
             return Ok(());
         }
         let repo_dir = self.repo_dir(repo);
-        let kept: HashSet<String> = self
-            .state
-            .current(repo)?
-            .into_iter()
-            .chain(self.state.retained(repo)?)
-            .flat_map(|i| i.snapshot.manifest.entries.into_iter())
-            .map(|e| e.path.to_string())
+        // A path some kept snapshot serves is live, or was dropped by the
+        // successor of a retained one.
+        let current = self.state.current(repo)?;
+        let retained = self.state.retained(repo)?;
+        let retained_paths: HashSet<&str> = retained
+            .iter()
+            .flat_map(|r| r.gone.iter())
+            .map(|e| e.path.as_str())
             .collect();
+        let kept = |path: &str| {
+            retained_paths.contains(path)
+                || current
+                    .as_ref()
+                    .is_some_and(|c| c.snapshot.manifest.has_path(path))
+        };
         let mut removed = 0usize;
         for path in &paths {
             let dest = repo_dir.join(path);
@@ -378,7 +383,7 @@ impl Tree {
                 let _ =
                     fs::remove_file(dir.join(format!(".{}.hotpush-tmp", name.to_string_lossy())));
             }
-            if !kept.contains(path) && fs::remove_file(&dest).is_ok() {
+            if !kept(path) && fs::remove_file(&dest).is_ok() {
                 removed += 1;
             }
         }
@@ -399,50 +404,59 @@ impl Tree {
 
     /// Removes what no snapshot inside `retain_for` references: old package
     /// paths, old repodata directories, their blobs, and expired manifests.
-    /// Work is proportional to what expired, not to the tree.
+    /// Work is proportional to what expired, not to the tree: a file an
+    /// expired snapshot had is still referenced exactly when the live
+    /// snapshot has it, or the successor of a kept snapshot dropped it.
     pub fn collect_garbage(&self, repo: &RepoName) -> Result<usize, SwapError> {
         let Some(current) = self.state.current(repo)? else {
             return Ok(0);
         };
         let now = SystemTime::now();
-        let (kept, expired): (Vec<Installed>, Vec<Installed>) = self
+        let (kept, expired): (Vec<Retained>, Vec<Retained>) = self
             .state
             .retained(repo)?
             .into_iter()
             .partition(|r| within(r.since, self.retain_for, now));
-        let live: Vec<&Installed> = std::iter::once(&current).chain(kept.iter()).collect();
-        let kept_paths: HashSet<&str> = live
-            .iter()
-            .flat_map(|i| i.snapshot.manifest.entries.iter())
-            .map(|e| e.path.as_str())
+        let kept_versions: HashSet<u64> = std::iter::once(current.version())
+            .chain(kept.iter().map(|r| r.version))
             .collect();
-        let kept_blobs: HashSet<Sha256Digest> = live
-            .iter()
-            .flat_map(|i| i.snapshot.manifest.entries.iter())
-            .map(|e| e.sha256)
-            .collect();
-        let kept_versions: HashSet<u64> = live.iter().map(|i| i.version()).collect();
         let repo_dir = self.repo_dir(repo);
         let mut removed = 0;
         at("gc::start")?;
-        for old in &expired {
-            for e in &old.snapshot.manifest.entries {
-                if !e.is_repodata() && !kept_paths.contains(e.path.as_str()) {
-                    let path = repo_dir.join(e.path.as_str());
-                    if fs::remove_file(&path).is_ok() {
+        if !expired.is_empty() {
+            let kept_paths: HashSet<&str> = kept
+                .iter()
+                .flat_map(|r| r.gone.iter())
+                .map(|e| e.path.as_str())
+                .collect();
+            let live = &current.snapshot.manifest;
+            let kept_blobs: HashSet<Sha256Digest> = kept
+                .iter()
+                .flat_map(|r| r.gone.iter())
+                .chain(live.entries.iter())
+                .map(|e| e.sha256)
+                .collect();
+            for old in &expired {
+                for e in &old.gone {
+                    let path = e.path.as_str();
+                    if !e.is_repodata()
+                        && !kept_paths.contains(path)
+                        && !live.has_path(path)
+                        && fs::remove_file(repo_dir.join(path)).is_ok()
+                    {
                         removed += 1;
                     }
+                    if !kept_blobs.contains(&e.sha256) {
+                        self.store.remove(&e.sha256).map_err(|e| StateError::Io {
+                            op: "remove blob",
+                            path: repo_dir.clone(),
+                            source: io::Error::other(e.to_string()),
+                        })?;
+                    }
                 }
-                if !kept_blobs.contains(&e.sha256) {
-                    self.store.remove(&e.sha256).map_err(|e| StateError::Io {
-                        op: "remove blob",
-                        path: repo_dir.clone(),
-                        source: io::Error::other(e.to_string()),
-                    })?;
-                }
+                at("gc::removed_snapshot_files")?;
+                self.state.forget(repo, old.version)?;
             }
-            at("gc::removed_snapshot_files")?;
-            self.state.forget(repo, old.version())?;
         }
         let versions = repo_dir.join(VERSIONS_DIR);
         if let Ok(dirs) = fs::read_dir(&versions) {
@@ -459,6 +473,20 @@ impl Tree {
         }
         Ok(removed)
     }
+}
+
+/// The entries of `new` that `live` does not have with the same content,
+/// each with whether `live` has its path (with other content): one walk
+/// over both sorted lists.
+fn differing<'a>(live: &'a [Entry], new: &'a [Entry]) -> impl Iterator<Item = (&'a Entry, bool)> {
+    let mut ours = live.iter().peekable();
+    new.iter().filter_map(move |e| {
+        while ours.next_if(|o| o.path < e.path).is_some() {}
+        match ours.peek() {
+            Some(o) if o.path == e.path => (o.sha256 != e.sha256).then_some((e, true)),
+            _ => Some((e, false)),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -490,7 +518,7 @@ mod tests {
         }
     }
 
-    fn snapshot(f: &Fixture, version: u64, files: &[(&str, &str)]) -> Snapshot {
+    fn snapshot(f: &Fixture, version: u64, files: &[(&str, &str)]) -> Arc<Snapshot> {
         let mut entries: Vec<Entry> = files
             .iter()
             .map(|(p, body)| {
@@ -510,7 +538,7 @@ mod tests {
             expires_unix: i64::MAX,
             entries,
         };
-        Snapshot::new(f.key.sign(m.encode()), m)
+        Arc::new(Snapshot::new(f.key.sign(m.encode()), m))
     }
 
     fn read(f: &Fixture, path: &str) -> Option<String> {
@@ -700,6 +728,110 @@ mod tests {
         );
         assert!(!dir.join(".repodata/2.building").exists());
         assert!(f.tree.state.journal(&repo).unwrap().is_none());
+    }
+
+    /// Makes retained `version` look replaced `age` ago.
+    fn age(f: &Fixture, version: u64, age: Duration) {
+        let path = f
+            .tree
+            .state
+            .retained_signed_path(&RepoName::new("r/x86_64").unwrap(), version);
+        let file = fs::File::options().write(true).open(path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn gc_keeps_what_a_kept_snapshot_serves_even_if_an_expired_one_dropped_it() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let md = |v: &'static str| ("repodata/repomd.xml", v);
+        let versions = [
+            snapshot(
+                &f,
+                1,
+                &[md("1"), ("Packages/a.rpm", "a"), ("Packages/b.rpm", "b")],
+            ),
+            snapshot(&f, 2, &[md("2"), ("Packages/a.rpm", "a")]),
+            // b comes back, then goes again.
+            snapshot(
+                &f,
+                3,
+                &[md("3"), ("Packages/a.rpm", "a"), ("Packages/b.rpm", "b")],
+            ),
+            snapshot(
+                &f,
+                4,
+                &[md("4"), ("Packages/a.rpm", "a"), ("Packages/c.rpm", "c")],
+            ),
+        ];
+        for s in &versions {
+            f.tree.install(s).unwrap();
+        }
+        let gone: Vec<(u64, Vec<String>)> = f
+            .tree
+            .state
+            .retained(&repo)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.version,
+                    r.gone.iter().map(|e| e.path.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            gone,
+            [
+                (
+                    3,
+                    vec!["Packages/b.rpm".into(), "repodata/repomd.xml".into()]
+                ),
+                (2, vec!["repodata/repomd.xml".into()]),
+                (
+                    1,
+                    vec!["Packages/b.rpm".into(), "repodata/repomd.xml".into()]
+                ),
+            ]
+        );
+        // v1 and v2 expire; v3, which serves b.rpm, is kept.
+        age(&f, 1, Duration::from_secs(7200));
+        age(&f, 2, Duration::from_secs(7200));
+        f.tree.collect_garbage(&repo).unwrap();
+        assert_eq!(read(&f, "Packages/b.rpm").as_deref(), Some("b"));
+        assert_eq!(read(&f, "Packages/a.rpm").as_deref(), Some("a"));
+        let b = versions[0].manifest.entry("Packages/b.rpm").unwrap().sha256;
+        assert!(f.tree.store.has(&b), "v3 still needs b's blob");
+        // Once v3 expires too, b goes.
+        age(&f, 3, Duration::from_secs(7200));
+        f.tree.collect_garbage(&repo).unwrap();
+        assert_eq!(read(&f, "Packages/b.rpm"), None);
+        assert!(!f.tree.store.has(&b));
+        assert_eq!(read(&f, "Packages/c.rpm").as_deref(), Some("c"));
+        assert!(f.tree.state.retained(&repo).unwrap().is_empty());
+    }
+
+    #[test]
+    fn retained_manifests_without_a_gone_list_get_one() {
+        let f = fixture(Duration::from_secs(3600));
+        let repo = RepoName::new("r/x86_64").unwrap();
+        let s1 = snapshot(
+            &f,
+            1,
+            &[("repodata/repomd.xml", "1"), ("Packages/a.rpm", "a")],
+        );
+        let s2 = snapshot(&f, 2, &[("repodata/repomd.xml", "2")]);
+        f.tree.install(&s1).unwrap();
+        f.tree.install(&s2).unwrap();
+        let list = f
+            .tree
+            .state
+            .retained_signed_path(&repo, 1)
+            .with_extension("gone");
+        fs::remove_file(&list).unwrap();
+        let retained = f.tree.state.retained(&repo).unwrap();
+        assert_eq!(retained[0].gone, s1.manifest.entries);
+        assert!(list.is_file(), "written once");
     }
 
     /// Every entry under `dir`, relative, hidden ones included.

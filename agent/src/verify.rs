@@ -4,6 +4,8 @@
 //! step has passed. Each push runs them once; only step 5, which depends on
 //! what is installed at that moment, runs again under the swap lock.
 
+use std::sync::Arc;
+
 use hotpush_proto as pb;
 use hotpush_shared::Sha256Digest;
 use hotpush_shared::clock::now_unix;
@@ -89,8 +91,8 @@ pub enum Verdict {
     /// Newer than what is installed (`installed`, if anything): receive and
     /// install it.
     Install {
-        snapshot: Snapshot,
-        installed: Option<Installed>,
+        snapshot: Arc<Snapshot>,
+        installed: Option<Arc<Installed>>,
     },
     /// Exactly this snapshot is live already: ack at once (idempotent re-push).
     AlreadyLive(Snapshot),
@@ -101,7 +103,7 @@ pub enum Verdict {
 pub fn verify_offer(
     config: &Config,
     offer: pb::SignedManifest,
-    installed: impl FnOnce(&RepoName) -> Option<Installed>,
+    installed: impl FnOnce(&RepoName) -> Option<Arc<Installed>>,
 ) -> Result<Verdict, VerifyError> {
     // 1. Size, before anything else looks at the bytes.
     if offer.manifest_bytes.len() > config.limits.max_manifest_bytes {
@@ -135,7 +137,7 @@ pub fn verify_offer(
     // 5. Not older than what is installed, and not other content under the
     //    same version (rollback and replay).
     let installed = installed(&repo);
-    if against_installed(&snapshot, installed.as_ref())? == Freshness::Same {
+    if against_installed(&snapshot, installed.as_deref())? == Freshness::Same {
         return Ok(Verdict::AlreadyLive(snapshot));
     }
     // 6. Not expired: an old manifest may not be installed (freeze attacks).
@@ -149,7 +151,7 @@ pub fn verify_offer(
         });
     }
     Ok(Verdict::Install {
-        snapshot,
+        snapshot: Arc::new(snapshot),
         installed,
     })
 }

@@ -153,6 +153,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The entry at `path` (entries are sorted: a binary search).
+    pub fn entry(&self, path: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(path))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
+    /// True when some entry has `path`.
+    pub fn has_path(&self, path: &str) -> bool {
+        self.entry(path).is_some()
+    }
+
     /// Encodes to the exact bytes that get signed.
     pub fn encode(&self) -> Bytes {
         let msg = pb::Manifest {
