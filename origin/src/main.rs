@@ -2,6 +2,10 @@
 
 use std::process::ExitCode;
 
+/// Memory stays flat across publishes (see the workspace Cargo.toml).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     hotpush_shared::daemon::init_logging();
     hotpush_shared::identity::install_crypto_provider();
