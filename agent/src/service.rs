@@ -62,7 +62,8 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
 
 fn to_response(out: Outbound) -> pb::PushResponse {
     let msg = match out {
-        Outbound::Want(blobs) => Out::Want(pb::Want {
+        Outbound::Want { blobs, max_chunk } => Out::Want(pb::Want {
+            max_chunk_bytes: max_chunk as u64,
             blobs: blobs
                 .into_iter()
                 .map(|(d, offset)| pb::WantedBlob {

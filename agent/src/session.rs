@@ -11,9 +11,9 @@ use futures_util::{Stream, StreamExt};
 use hotpush_proto as pb;
 use hotpush_shared::Sha256Digest;
 use hotpush_shared::ack::{Ack, Timings};
-use hotpush_shared::manifest::RepoName;
+use hotpush_shared::manifest::{Entry, RepoName};
 use hotpush_shared::snapshot::Snapshot;
-use hotpush_shared::store::{PartialBlob, StoreError};
+use hotpush_shared::store::{PartialBlob, Received, StoreError};
 use tokio::sync::mpsc;
 
 use crate::agent::{Agent, Newest};
@@ -40,7 +40,11 @@ pub enum Inbound {
 /// What the agent answers.
 #[derive(Debug)]
 pub enum Outbound {
-    Want(Vec<(Sha256Digest, u64)>),
+    Want {
+        blobs: Vec<(Sha256Digest, u64)>,
+        /// The largest chunk payload accepted.
+        max_chunk: usize,
+    },
     /// Staged (repo, version, manifest digest): one rename away from live.
     Staged(RepoName, u64, Sha256Digest),
     Ack(Ack),
@@ -367,18 +371,19 @@ where
     // installed: only what changed is looked at (repodata is rebuilt
     // from the store on every swap, so its blobs are always checked).
     let store = &agent.tree.store;
-    let live: HashMap<&str, (Sha256Digest, u64)> = installed_now
-        .iter()
-        .flat_map(|i| i.snapshot.manifest.entries.iter())
-        .map(|e| (e.path.as_str(), (e.sha256, e.size)))
+    let live: &[Entry] = installed_now
+        .as_ref()
+        .map_or(&[], |i| &i.snapshot.manifest.entries);
+    let entries = &snapshot.manifest.entries;
+    let sizes: HashMap<Sha256Digest, u64> = crate::swap::differing(live, entries)
+        .map(|(e, _)| e)
+        .chain(entries.iter().filter(|e| e.is_repodata()))
+        .map(|e| (e.sha256, e.size))
         .collect();
-    let mut sizes: HashMap<Sha256Digest, u64> = HashMap::new();
-    for e in &snapshot.manifest.entries {
-        if e.is_repodata() || live.get(e.path.as_str()) != Some(&(e.sha256, e.size)) {
-            sizes.insert(e.sha256, e.size);
-        }
-    }
     let mut wanted: Vec<(Sha256Digest, u64)> = Vec::new();
+    // Received in full by an earlier push that never got to its Commit:
+    // hashed again here, installed with this push's blobs.
+    let mut received: Vec<Received> = Vec::new();
     for (digest, &size) in &sizes {
         match store.blob_len(digest) {
             Some(held) if held == size => {}
@@ -393,14 +398,34 @@ where
             None if size == 0 => {
                 tokio::task::block_in_place(|| store.import_bytes(b""))?;
             }
-            None => wanted.push((*digest, store.partial_len(digest).min(size))),
+            None => {
+                let offset = store.partial_len(digest).min(size);
+                if offset == size {
+                    // Not while another push writes it.
+                    let _guard = claim(agent, *digest).await?;
+                    let verified = tokio::task::block_in_place(|| {
+                        store
+                            .begin(*digest, size, size)
+                            .and_then(PartialBlob::finish)
+                    });
+                    if let Ok(r) = verified {
+                        received.push(r);
+                        continue;
+                    }
+                }
+                wanted.push((*digest, if offset == size { 0 } else { offset }));
+            }
         }
     }
     let need: u64 = wanted.iter().map(|(d, off)| sizes[d] - off).sum();
     check_disk(agent, &wanted, need)?;
     let mut pending: HashSet<Sha256Digest> = wanted.iter().map(|(d, _)| *d).collect();
     tracing::info!(%repo, version, blobs = wanted.len(), bytes = need, "wanting blobs");
-    if out.send(Outbound::Want(wanted)).await.is_err() {
+    let want = Outbound::Want {
+        blobs: wanted,
+        max_chunk: agent.config.limits.max_chunk_bytes,
+    };
+    if out.send(want).await.is_err() {
         return Ok(None);
     }
 
@@ -434,6 +459,8 @@ where
                     )));
                 }
                 stage("receive::all_blobs").map_err(|e| PushError::Protocol(e.to_string()))?;
+                // Durable before anything names them: two flushes in all.
+                tokio::task::block_in_place(|| store.install(std::mem::take(&mut received)))?;
                 break;
             }
             Some(Inbound::Chunk {
@@ -481,7 +508,7 @@ where
                 if partial.is_complete()
                     && let Some((partial, _guard)) = current.take()
                 {
-                    tokio::task::block_in_place(|| partial.finish(store))?;
+                    received.push(tokio::task::block_in_place(|| partial.finish())?);
                     stage("receive::blob_done").map_err(|e| PushError::Protocol(e.to_string()))?;
                     pending.remove(&digest);
                 }

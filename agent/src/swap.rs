@@ -475,15 +475,20 @@ impl Tree {
     }
 }
 
-/// The entries of `new` that `live` does not have with the same content,
-/// each with whether `live` has its path (with other content): one walk
-/// over both sorted lists.
-fn differing<'a>(live: &'a [Entry], new: &'a [Entry]) -> impl Iterator<Item = (&'a Entry, bool)> {
+/// The entries of `new` that `live` does not have with the same content
+/// (digest and size), each with whether `live` has its path (with other
+/// content): one walk over both sorted lists.
+pub(crate) fn differing<'a>(
+    live: &'a [Entry],
+    new: &'a [Entry],
+) -> impl Iterator<Item = (&'a Entry, bool)> {
     let mut ours = live.iter().peekable();
     new.iter().filter_map(move |e| {
         while ours.next_if(|o| o.path < e.path).is_some() {}
         match ours.peek() {
-            Some(o) if o.path == e.path => (o.sha256 != e.sha256).then_some((e, true)),
+            Some(o) if o.path == e.path => {
+                (o.sha256 != e.sha256 || o.size != e.size).then_some((e, true))
+            }
             _ => Some((e, false)),
         }
     })

@@ -16,7 +16,7 @@ pub struct Limits {
     pub max_blob_bytes: u64,
     /// Encoded manifest: 16 MiB (~100 bytes per entry).
     pub max_manifest_bytes: usize,
-    /// One Chunk message's payload: 1 MiB (64 KiB is what the origin sends).
+    /// One Chunk message's payload: 1 MiB (what the origin sends).
     pub max_chunk_bytes: usize,
     /// One path: 1024 bytes; one path segment: 255 bytes (NAME_MAX).
     pub max_path_bytes: usize,
@@ -26,8 +26,12 @@ pub struct Limits {
     pub max_repomd_bytes: u64,
 }
 
-/// Bytes per chunk the origin sends: 64 KiB measured fastest on loopback.
-pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes per chunk the origin sends: large, so that a gigabyte is a
+/// thousand messages and wake-ups, not sixteen thousand.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// What is sent to an agent whose Want does not say what it accepts.
+pub const OLD_AGENT_CHUNK_BYTES: usize = 64 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {

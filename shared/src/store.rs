@@ -158,25 +158,51 @@ impl BlobStore {
         let tmp = tempfile_in(&self.tmp)?;
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(data).map_err(io_err("write", &tmp))?;
-        self.install(&tmp, file, &digest)?;
+        drop(file);
+        self.install_batch(&[(tmp, digest)])?;
         Ok(digest)
     }
 
-    /// fsync, make read-only, rename into `objects/`.
-    fn install(&self, tmp: &Path, file: File, digest: &Sha256Digest) -> Result<(), StoreError> {
-        let dest = self.path(digest);
-        if dest.is_file() {
-            let _ = fs::remove_file(tmp);
+    /// Makes files already verified as their digest durable with one
+    /// `syncfs`, moves them into `objects/`, and makes the moves durable
+    /// with a second: two flushes for a whole push or publish instead of
+    /// two fsyncs per blob. Until the first, they stay in `tmp/`, where a
+    /// crash leaves them to be hashed again before any use.
+    fn install_batch(&self, verified: &[(PathBuf, Sha256Digest)]) -> Result<(), StoreError> {
+        if verified.is_empty() {
             return Ok(());
         }
-        file.sync_all().map_err(io_err("fsync", tmp))?;
-        drop(file);
-        fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
-            .map_err(io_err("chmod", tmp))?;
-        let dir = dest.parent().unwrap_or(&self.objects);
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-        fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
-        sync_dir(dir).map_err(io_err("fsync", dir))
+        let objects = File::open(&self.objects).map_err(io_err("open", &self.objects))?;
+        let sync = |what: &Path| {
+            rustix::fs::syncfs(&objects).map_err(|e| StoreError::Io {
+                op: "syncfs",
+                path: what.to_owned(),
+                source: e.into(),
+            })
+        };
+        sync(&self.tmp)?;
+        for (tmp, digest) in verified {
+            let dest = self.path(digest);
+            if dest.is_file() {
+                // Another push installed the same blob meanwhile.
+                let _ = fs::remove_file(tmp);
+                continue;
+            }
+            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
+                .map_err(io_err("chmod", tmp))?;
+            let dir = dest.parent().unwrap_or(&self.objects);
+            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+            fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
+        }
+        sync(&self.objects)
+    }
+
+    /// Installs received blobs ([`PartialBlob::finish`]) into `objects/`,
+    /// durably, all at once.
+    pub fn install(&self, received: Vec<Received>) -> Result<(), StoreError> {
+        let batch: Vec<(PathBuf, Sha256Digest)> =
+            received.into_iter().map(|r| (r.path, r.digest)).collect();
+        self.install_batch(&batch)
     }
 
     /// Removes a verified blob (garbage collection).
@@ -376,28 +402,7 @@ impl<'a> Import<'a> {
     /// returns how many were new.
     pub fn commit(mut self) -> Result<usize, StoreError> {
         let staged = std::mem::take(&mut self.staged);
-        if staged.is_empty() {
-            return Ok(0);
-        }
-        let objects =
-            File::open(&self.store.objects).map_err(io_err("open", &self.store.objects))?;
-        let sync = |what: &Path| {
-            rustix::fs::syncfs(&objects).map_err(|e| StoreError::Io {
-                op: "syncfs",
-                path: what.to_owned(),
-                source: e.into(),
-            })
-        };
-        sync(&self.store.tmp)?;
-        for (tmp, digest) in &staged {
-            let dest = self.store.path(digest);
-            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
-                .map_err(io_err("chmod", tmp))?;
-            let dir = dest.parent().unwrap_or(&self.store.objects);
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-            fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
-        }
-        sync(&self.store.objects)?;
+        self.store.install_batch(&staged)?;
         Ok(staged.len())
     }
 }
@@ -486,9 +491,10 @@ impl PartialBlob {
         buf.flush().map_err(io_err("write", &self.path))
     }
 
-    /// Checks size and digest, then moves the blob into `objects/`. On a
-    /// mismatch the partial file is deleted so the next push starts over.
-    pub fn finish(self, store: &BlobStore) -> Result<(), StoreError> {
+    /// Checks size and digest; the blob is then ready for
+    /// [`BlobStore::install`]. On a mismatch the partial file is deleted so
+    /// the next push starts over.
+    pub fn finish(self) -> Result<Received, StoreError> {
         let written = self.written();
         if written != self.size {
             let (digest, declared) = (self.digest, self.size);
@@ -508,12 +514,28 @@ impl PartialBlob {
                 actual,
             });
         }
-        let file = buf.into_inner().map_err(|e| StoreError::Io {
+        buf.into_inner().map_err(|e| StoreError::Io {
             op: "write",
             path: self.path.clone(),
             source: e.into_error(),
         })?;
-        store.install(&self.path, file, &self.digest)
+        Ok(Received {
+            digest: self.digest,
+            path: self.path,
+        })
+    }
+}
+
+/// A blob received in full and verified, still under its temporary name.
+#[derive(Debug)]
+pub struct Received {
+    digest: Sha256Digest,
+    path: PathBuf,
+}
+
+impl Received {
+    pub fn digest(&self) -> Sha256Digest {
+        self.digest
     }
 }
 
@@ -543,7 +565,7 @@ mod tests {
             p.write_chunk(data.len() as u64, b"x"),
             Err(StoreError::TooLong { .. })
         ));
-        p.finish(&store).unwrap();
+        store.install(vec![p.finish().unwrap()]).unwrap();
         assert!(store.has(&digest));
         assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
         assert_eq!(store.partial_len(&digest), 0);
@@ -557,17 +579,14 @@ mod tests {
         let digest = Sha256Digest::of(b"right");
         let mut p = store.begin(digest, 5, 0).unwrap();
         p.write_chunk(0, b"wrong").unwrap();
-        assert!(matches!(
-            p.finish(&store),
-            Err(StoreError::DigestMismatch { .. })
-        ));
+        assert!(matches!(p.finish(), Err(StoreError::DigestMismatch { .. })));
         assert!(!store.has(&digest));
         assert_eq!(store.partial_len(&digest), 0, "a bad blob is not resumed");
 
         let mut p = store.begin(digest, 5, 0).unwrap();
         p.write_chunk(0, b"rig").unwrap();
         assert!(matches!(
-            p.finish(&store),
+            p.finish(),
             Err(StoreError::TooShort { got: 3, .. })
         ));
     }

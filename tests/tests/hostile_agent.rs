@@ -43,7 +43,10 @@ fn want(digest: Vec<u8>, padding: usize) -> pb::PushResponse {
         offset: 0,
     }));
     pb::PushResponse {
-        msg: Some(In::Want(pb::Want { blobs })),
+        msg: Some(In::Want(pb::Want {
+            blobs,
+            max_chunk_bytes: 1 << 20,
+        })),
     }
 }
 

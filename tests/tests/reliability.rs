@@ -357,13 +357,14 @@ fn agent_sigkill_while_receiving_resumes_from_the_offset_and_serves_old_or_new()
     };
     publish_ok(&net, &prev, &[]);
 
-    // (stage, nth hit): a fresh 2 MiB package (32 chunks) plus new repodata each time.
+    // (stage, nth hit): a fresh 8 MiB package (8 chunks of 1 MiB) plus new
+    // repodata each time.
     let plan: &[(&str, usize)] = &[
-        ("receive::chunk_written", 3),
-        ("receive::chunk_written", 9),
-        ("receive::chunk_written", 17),
-        ("receive::chunk_written", 26),
-        ("receive::chunk_written", 33),
+        ("receive::chunk_written", 2),
+        ("receive::chunk_written", 4),
+        ("receive::chunk_written", 6),
+        ("receive::chunk_written", 8),
+        ("receive::chunk_written", 10),
         ("receive::blob_done", 1),
         ("receive::blob_done", 2),
         ("receive::blob_done", 4),
@@ -374,7 +375,7 @@ fn agent_sigkill_while_receiving_resumes_from_the_offset_and_serves_old_or_new()
         let version = prev.version + 1;
         let dir = net.root.join(format!("s{version}"));
         fixture::copy_dir(&prev.dir, &dir);
-        fixture::build_rpm(&dir, &format!("big{k}"), "1.0", 2048);
+        fixture::build_rpm(&dir, &format!("big{k}"), "1.0", 8192);
         fixture::createrepo(&dir);
         let next = Snap { version, dir };
         runs.push(crash_run(&mut net, stage, *nth, &prev, &next));

@@ -4,14 +4,16 @@
 //! was offered, and every wait is bounded.
 
 use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hotpush_proto as pb;
 use hotpush_proto::agent_client::AgentClient;
 use hotpush_proto::push_request::Msg as Out;
 use hotpush_proto::push_response::Msg as In;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -19,7 +21,7 @@ use tonic::transport::Channel;
 use super::Phase;
 use crate::ack::Ack;
 use crate::digest::Sha256Digest;
-use crate::limits::CHUNK_BYTES;
+use crate::limits::{CHUNK_BYTES, OLD_AGENT_CHUNK_BYTES};
 use crate::snapshot::Snapshot;
 use crate::store::BlobStore;
 use crate::transport::{describe_status, explain_connect_error};
@@ -109,6 +111,52 @@ fn check_ack(ack: pb::Ack, snapshot: &Snapshot) -> Result<Ack, PushFailure> {
     Ack::try_from(ack).map_err(|e| PushFailure::Protocol(e.to_string()))
 }
 
+/// Reads each wanted blob from `offset` and sends it in chunks of `chunk`
+/// bytes (on a blocking thread); returns the bytes sent. Ends early when
+/// the stream is gone (the agent refused, or a newer push took over).
+fn send_blobs(
+    plan: &[(Sha256Digest, u64, u64)],
+    chunk: usize,
+    blobs: &BlobStore,
+    tx: &mpsc::Sender<pb::PushRequest>,
+    counter: &AtomicU64,
+) -> Result<u64, PushFailure> {
+    let mut sent = 0u64;
+    for (d, offset, size) in plan {
+        let blob_err = |source| PushFailure::Blob { digest: *d, source };
+        let mut file = std::fs::File::open(blobs.path(d)).map_err(blob_err)?;
+        file.seek(SeekFrom::Start(*offset)).map_err(blob_err)?;
+        let mut pos = *offset;
+        while pos < *size {
+            let len = chunk.min((size - pos) as usize).max(1);
+            let mut buf = Vec::with_capacity(len);
+            (&mut file)
+                .take(len as u64)
+                .read_to_end(&mut buf)
+                .map_err(blob_err)?;
+            if buf.len() != len {
+                return Err(blob_err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the stored blob is shorter than the manifest says",
+                )));
+            }
+            let message = pb::Chunk {
+                digest: Bytes::copy_from_slice(&d.0),
+                offset: pos,
+                data: Bytes::from(buf),
+            };
+            tx.blocking_send(pb::PushRequest {
+                msg: Some(Out::Chunk(message)),
+            })
+            .map_err(|_| PushFailure::Closed)?;
+            pos += len as u64;
+            sent += len as u64;
+            counter.store(sent, Ordering::Relaxed);
+        }
+    }
+    Ok(sent)
+}
+
 fn rejected(r: pb::Reject) -> PushFailure {
     PushFailure::Rejected {
         code: reject_name(r.code),
@@ -129,7 +177,8 @@ pub async fn push(
     let started = Instant::now();
     let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
     // Bounded: chunks are produced only as fast as HTTP/2 flow control drains them.
-    let (tx, rx) = mpsc::channel::<pb::PushRequest>(16);
+    // Four 1 MiB chunks in flight per push.
+    let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
     let offer = pb::PushRequest {
         msg: Some(Out::Offer(pb::Offer {
             manifest: Some(snapshot.signed.to_pb()),
@@ -152,7 +201,7 @@ pub async fn push(
             });
         }
         In::Reject(r) => return Err(rejected(r)),
-        In::Want(w) => w.blobs,
+        In::Want(w) => w,
         In::Staged(_) => return Err(PushFailure::Protocol("Staged before any blob".into())),
     };
     let sizes: HashMap<Sha256Digest, u64> = snapshot
@@ -161,8 +210,13 @@ pub async fn push(
         .iter()
         .map(|e| (e.sha256, e.size))
         .collect();
-    let mut plan = Vec::with_capacity(wanted.len());
-    for w in wanted {
+    // The agent's own limit: 64 KiB from agents too old to say.
+    let chunk = match wanted.max_chunk_bytes {
+        0 => OLD_AGENT_CHUNK_BYTES,
+        max => CHUNK_BYTES.min(usize::try_from(max).unwrap_or(usize::MAX)),
+    };
+    let mut plan = Vec::with_capacity(wanted.blobs.len());
+    for w in wanted.blobs {
         let d = Sha256Digest::from_slice(&w.digest).map_err(|e| PushFailure::UnknownWant(e.0))?;
         let size = *sizes
             .get(&d)
@@ -180,40 +234,26 @@ pub async fn push(
     progress(Phase::Sending, 0, bytes_wanted);
 
     // Send while listening: an agent may refuse mid-stream (disk full).
+    // One blocking thread reads the blobs in large chunks straight into the
+    // request stream: no per-chunk hop to the blocking pool.
     let (reply, bytes_sent) = {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut reader = tokio::task::spawn_blocking({
+            let (tx, blobs, counter) = (tx.clone(), blobs.clone(), counter.clone());
+            move || send_blobs(&plan, chunk, &blobs, &tx, &counter)
+        });
         let send = async {
-            let mut sent = 0u64;
-            let mut last_report = Instant::now();
-            for (d, offset, size) in &plan {
-                let path = blobs.path(d);
-                let blob_err = |source| PushFailure::Blob { digest: *d, source };
-                let mut file = tokio::fs::File::open(&path).await.map_err(blob_err)?;
-                file.seek(std::io::SeekFrom::Start(*offset))
-                    .await
-                    .map_err(blob_err)?;
-                let mut pos = *offset;
-                while pos < *size {
-                    let len = CHUNK_BYTES.min((size - pos) as usize);
-                    let mut buf = BytesMut::zeroed(len);
-                    file.read_exact(&mut buf).await.map_err(blob_err)?;
-                    let chunk = pb::Chunk {
-                        digest: Bytes::copy_from_slice(&d.0),
-                        offset: pos,
-                        data: buf.freeze(),
-                    };
-                    tx.send(pb::PushRequest {
-                        msg: Some(Out::Chunk(chunk)),
-                    })
-                    .await
-                    .map_err(|_| PushFailure::Closed)?;
-                    pos += len as u64;
-                    sent += len as u64;
-                    if last_report.elapsed() > Duration::from_millis(250) {
-                        progress(Phase::Sending, sent, bytes_wanted);
-                        last_report = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            let sent = loop {
+                tokio::select! {
+                    done = &mut reader => {
+                        break done.map_err(|e| PushFailure::Protocol(format!("blob reader failed: {e}")))??;
+                    }
+                    _ = tick.tick() => {
+                        progress(Phase::Sending, counter.load(Ordering::Relaxed), bytes_wanted);
                     }
                 }
-            }
+            };
             progress(Phase::Committing, sent, bytes_wanted);
             tx.send(pb::PushRequest {
                 msg: Some(Out::Commit(pb::Commit {})),
