@@ -403,12 +403,9 @@ where
                 if offset == size {
                     // Not while another push writes it.
                     let _guard = claim(agent, *digest).await?;
-                    let verified = tokio::task::block_in_place(|| {
-                        store
-                            .begin(*digest, size, size)
-                            .and_then(PartialBlob::finish)
-                    });
-                    if let Ok(r) = verified {
+                    let verified =
+                        tokio::task::block_in_place(|| store.complete_partial(*digest, size));
+                    if let Some(r) = verified {
                         received.push(r);
                         continue;
                     }

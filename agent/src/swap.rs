@@ -182,7 +182,7 @@ impl Tree {
                 changed.push((e.sha256, e.path.clone()));
                 continue;
             }
-            self.place(&e.sha256, e.path.as_str(), &dest)?;
+            self.place_new(&e.sha256, e.path.as_str(), &dest)?;
             at("swap::placed_package")?;
             touched_dirs.insert(dest.parent().map(Path::to_path_buf).unwrap_or_default());
         }
@@ -203,7 +203,7 @@ impl Tree {
         let mut names = HashSet::new();
         for e in manifest.entries.iter().filter(|e| e.is_repodata()) {
             names.insert(e.path.file_name().to_owned());
-            self.place(
+            self.place_new(
                 &e.sha256,
                 e.path.as_str(),
                 &building.join(e.path.file_name()),
@@ -226,7 +226,7 @@ impl Tree {
                     continue;
                 }
                 if self.store.has(&e.sha256) {
-                    self.place(&e.sha256, e.path.as_str(), &building.join(name))?;
+                    self.place_new(&e.sha256, e.path.as_str(), &building.join(name))?;
                 }
             }
         }
@@ -267,7 +267,35 @@ impl Tree {
         Ok(())
     }
 
-    /// Links a verified blob to `dest` through a temporary name.
+    /// Links a verified blob to `dest`, a path no client can be reading
+    /// (a new package path, a file in a repodata directory being built):
+    /// one `link(2)`. Anything already there (left by a crash) is replaced
+    /// through a temporary name.
+    fn place_new(&self, digest: &Sha256Digest, path: &str, dest: &Path) -> Result<(), SwapError> {
+        let src = self.store.path(digest);
+        let linked = fs::hard_link(&src, dest).or_else(|e| {
+            if e.kind() == io::ErrorKind::NotFound && src.is_file() {
+                // The first file in this directory.
+                let dir = dest.parent().unwrap_or(dest);
+                fs::create_dir_all(dir)?;
+                fs::hard_link(&src, dest)
+            } else {
+                Err(e)
+            }
+        });
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SwapError::MissingBlob {
+                path: path.to_owned(),
+                digest: *digest,
+            }),
+            // Left over, another filesystem (EXDEV), no hard links: the general way.
+            Err(_) => self.place(digest, path, dest),
+        }
+    }
+
+    /// Puts a verified blob at `dest` through a temporary name: one
+    /// `rename(2)` over whatever clients may be reading there.
     fn place(&self, digest: &Sha256Digest, path: &str, dest: &Path) -> Result<(), SwapError> {
         let src = self.store.path(digest);
         if !src.is_file() {

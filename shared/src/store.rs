@@ -149,6 +149,24 @@ impl BlobStore {
         })
     }
 
+    /// A partial blob that holds all `size` bytes (received in full by a
+    /// push that never got to its Commit), hashed again: `None` when it is
+    /// not there or not what `digest` says (then it is deleted).
+    pub fn complete_partial(&self, digest: Sha256Digest, size: u64) -> Option<Received> {
+        let path = self.partial_path(&digest);
+        let file = File::open(&path).ok()?;
+        if file.metadata().ok()?.len() != size {
+            return None;
+        }
+        let mut hasher = Sha256::new();
+        io::copy(&mut io::BufReader::new(file), &mut HasherSink(&mut hasher)).ok()?;
+        if Sha256Digest(hasher.finalize().into()) != digest {
+            let _ = fs::remove_file(&path);
+            return None;
+        }
+        Some(Received { digest, path })
+    }
+
     /// Stores bytes already in memory.
     pub fn import_bytes(&self, data: &[u8]) -> Result<Sha256Digest, StoreError> {
         let digest = Sha256Digest::of(data);
@@ -158,6 +176,7 @@ impl BlobStore {
         let tmp = tempfile_in(&self.tmp)?;
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         file.write_all(data).map_err(io_err("write", &tmp))?;
+        read_only(&file, &tmp)?;
         drop(file);
         self.install_batch(&[(tmp, digest)])?;
         Ok(digest)
@@ -183,16 +202,18 @@ impl BlobStore {
         sync(&self.tmp)?;
         for (tmp, digest) in verified {
             let dest = self.path(digest);
-            if dest.is_file() {
+            match fs::rename(tmp, &dest) {
+                Ok(()) => {}
                 // Another push installed the same blob meanwhile.
-                let _ = fs::remove_file(tmp);
-                continue;
+                Err(e) if e.kind() == io::ErrorKind::NotFound && dest.is_file() => {}
+                // The first blob under this prefix.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let dir = dest.parent().unwrap_or(&self.objects);
+                    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+                    fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
+                }
+                Err(e) => return Err(io_err("rename", &dest)(e)),
             }
-            fs::set_permissions(tmp, fs::Permissions::from_mode(0o444))
-                .map_err(io_err("chmod", tmp))?;
-            let dir = dest.parent().unwrap_or(&self.objects);
-            fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-            fs::rename(tmp, &dest).map_err(io_err("rename", &dest))?;
         }
         sync(&self.objects)
     }
@@ -364,11 +385,12 @@ impl<'a> Import<'a> {
             return Ok(());
         }
         if let Some(w) = writer {
-            w.into_inner().map_err(|e| StoreError::Io {
+            let file = w.into_inner().map_err(|e| StoreError::Io {
                 op: "write",
                 path: staging.path.clone(),
                 source: e.into_error(),
             })?;
+            read_only(&file, &staging.path)?;
         }
         self.digests.insert(digest);
         self.staged.push((staging.path.clone(), digest));
@@ -413,6 +435,12 @@ impl Drop for Import<'_> {
             let _ = fs::remove_file(tmp);
         }
     }
+}
+
+/// Stored blobs are read-only: set on the open file, no path lookup.
+fn read_only(file: &File, path: &Path) -> Result<(), StoreError> {
+    file.set_permissions(fs::Permissions::from_mode(0o444))
+        .map_err(io_err("chmod", path))
 }
 
 fn tempfile_in(dir: &Path) -> Result<PathBuf, StoreError> {
@@ -514,11 +542,12 @@ impl PartialBlob {
                 actual,
             });
         }
-        buf.into_inner().map_err(|e| StoreError::Io {
+        let file = buf.into_inner().map_err(|e| StoreError::Io {
             op: "write",
             path: self.path.clone(),
             source: e.into_error(),
         })?;
+        read_only(&file, &self.path)?;
         Ok(Received {
             digest: self.digest,
             path: self.path,
