@@ -468,33 +468,36 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The `hash_cache` entries of every file under `dir`, read in one
-    /// query: a publish then looks nothing up file by file.
-    pub fn hash_cache_under(&self, dir: &Path) -> Result<LoadedHashCache, DbError> {
-        // Keys are `<dir>/<rel>`: the range of paths with that prefix.
-        let prefix = format!("{}/", dir.display().to_string().trim_end_matches('/'));
-        let end = format!("{}0", prefix.trim_end_matches('/'));
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT path, size, mtime_ns, ino, dev, sha256 FROM hash_cache WHERE path >= ?1 AND path < ?2",
-        )?;
-        let rows = stmt.query_map([&prefix, &end], |r| {
-            let key = FileKey {
-                path: r.get(0)?,
-                size: r.get::<_, i64>(1)? as u64,
-                mtime_ns: r.get::<_, String>(2)?.parse().unwrap_or(-1),
-                ino: r.get::<_, i64>(3)? as u64,
-                dev: r.get::<_, i64>(4)? as u64,
-            };
-            Ok((key, digest_col(r.get(5)?)?))
-        })?;
-        let mut entries = HashMap::new();
-        for row in rows {
-            let (key, sha256) = row?;
-            entries.insert(key, sha256);
+    /// The hash cache for one publish from `dir`, written at once by
+    /// [`Db::save_hash_cache`]. With `whole`, every entry under `dir` is
+    /// read in one query (a first publish looks at every file); otherwise
+    /// entries are looked up one by one (only files the latest snapshot
+    /// does not vouch for are).
+    pub fn hash_cache(&self, dir: &Path, whole: bool) -> Result<PublishHashCache<'_>, DbError> {
+        let mut preloaded = None;
+        if whole {
+            // Keys are `<dir>/<rel>`: the range of paths with that prefix.
+            let prefix = format!("{}/", dir.display().to_string().trim_end_matches('/'));
+            let end = format!("{}0", prefix.trim_end_matches('/'));
+            let conn = self.lock()?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT path, size, mtime_ns, ino, dev, sha256 FROM hash_cache WHERE path >= ?1 AND path < ?2",
+            )?;
+            let rows = stmt.query_map([&prefix, &end], |r| {
+                let key = FileKey {
+                    path: r.get(0)?,
+                    size: r.get::<_, i64>(1)? as u64,
+                    mtime_ns: r.get::<_, String>(2)?.parse().unwrap_or(-1),
+                    ino: r.get::<_, i64>(3)? as u64,
+                    dev: r.get::<_, i64>(4)? as u64,
+                };
+                Ok((key, digest_col(r.get(5)?)?))
+            })?;
+            preloaded = Some(rows.collect::<Result<HashMap<_, _>, _>>()?);
         }
-        Ok(LoadedHashCache {
-            entries,
+        Ok(PublishHashCache {
+            db: self,
+            preloaded,
             new: Vec::new(),
         })
     }
@@ -502,7 +505,7 @@ impl Db {
     /// Remembers what a publish hashed, in one transaction. Called only
     /// once the blobs are durable in the store, so that an entry also means
     /// "the store holds it" (the origin never deletes blobs).
-    pub fn save_hash_cache(&self, cache: LoadedHashCache) -> Result<(), DbError> {
+    pub fn save_hash_cache(&self, cache: PublishHashCache<'_>) -> Result<(), DbError> {
         if cache.new.is_empty() {
             return Ok(());
         }
@@ -530,14 +533,37 @@ impl Db {
 
 /// The sha256 of source files by (path, size, mtime, inode, device), as
 /// far as earlier publishes stored them, plus what this publish hashed.
-pub struct LoadedHashCache {
-    entries: HashMap<FileKey, Sha256Digest>,
+pub struct PublishHashCache<'a> {
+    db: &'a Db,
+    preloaded: Option<HashMap<FileKey, Sha256Digest>>,
     new: Vec<(FileKey, Sha256Digest)>,
 }
 
-impl HashCache for LoadedHashCache {
+impl HashCache for PublishHashCache<'_> {
     fn get(&self, key: &FileKey) -> Option<Sha256Digest> {
-        self.entries.get(key).copied()
+        if let Some(map) = &self.preloaded {
+            return map.get(key).copied();
+        }
+        let conn = self.db.lock().ok()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT sha256 FROM hash_cache WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 AND ino = ?4 AND dev = ?5",
+            )
+            .ok()?;
+        let sha: Vec<u8> = stmt
+            .query_row(
+                params![
+                    key.path,
+                    key.size as i64,
+                    key.mtime_ns.to_string(),
+                    key.ino as i64,
+                    key.dev as i64
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+            .ok()??;
+        Sha256Digest::from_slice(&sha).ok()
     }
 
     fn put(&mut self, key: FileKey, sha256: Sha256Digest) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hotpush_shared::clock::now_unix;
 use hotpush_shared::manifest::{Entry, Manifest, ManifestError, RepoName};
-use hotpush_shared::repo::{RepoError, validate_repo};
+use hotpush_shared::repo::{RepoError, validate_repo_since};
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{Import, StoreError};
 
@@ -61,8 +61,15 @@ pub fn publish(
 ) -> Result<Publication, PublishError> {
     let limits = &origin.config.limits;
     let mut import = Import::new(&origin.store);
-    let mut hashes = origin.db.hash_cache_under(dir)?;
-    let validated = validate_repo(dir, limits, &mut hashes, Some(&mut import))?;
+    let published = origin.latest(repo)?;
+    let mut hashes = origin.db.hash_cache(dir, published.is_none())?;
+    let validated = validate_repo_since(
+        dir,
+        limits,
+        &mut hashes,
+        Some(&mut import),
+        published.as_deref().map(|s| &s.manifest),
+    )?;
     // validate_repo returns the files sorted by path, as a manifest lists them.
     let entries: Vec<Entry> = validated
         .files

@@ -1197,7 +1197,8 @@ pub mod fixture {
 
     /// Writes a yum repo at `dir` without rpmbuild or createrepo: one file
     /// per `(path, size)` with deterministic pseudo-random content (varied
-    /// by `seed`), then `repodata/` (a gzipped primary.xml listing them with
+    /// by `seed`; a file already there with that size is left alone), then
+    /// `repodata/` (a gzipped primary.xml listing them with
     /// sha256 checksums, and repomd.xml with `revision`). The origin checks
     /// repodata checksums, not RPM headers, so this is a valid publish.
     pub fn synthetic_repo(dir: &Path, files: &[(String, u64)], seed: u64, revision: u64) {
@@ -1207,8 +1208,13 @@ pub mod fixture {
             std::fs::create_dir_all(file.parent().expect("a parent"))
                 .unwrap_or_else(|e| panic!("mkdir for {}: {e}", file.display()));
             let body = pseudo_random(seed ^ (i as u64).wrapping_mul(0x9e37_79b9), *size);
-            std::fs::write(&file, &body)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+            // Left alone when already there (same bytes by construction), so
+            // that publishing the same dir again sees unchanged files.
+            let there = std::fs::metadata(&file).is_ok_and(|m| m.len() == *size);
+            if !there {
+                std::fs::write(&file, &body)
+                    .unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
+            }
             packages.push_str(&format!(
                 "<package type=\"rpm\"><name>p{i}</name><arch>noarch</arch>\
                  <checksum type=\"sha256\" pkgid=\"YES\">{}</checksum>\

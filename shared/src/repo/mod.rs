@@ -35,7 +35,7 @@ pub use checksum::{Checksum, ChecksumKind};
 pub use hash_cache::{FileKey, HashCache, MemoryCache, NoCache};
 pub use primary::{Package, parse_primary};
 pub use repomd::{Repomd, RepomdData, parse_repomd};
-pub use validate::{RepoFile, ValidatedRepo, validate_repo};
+pub use validate::{RepoFile, ValidatedRepo, validate_repo, validate_repo_since};
 
 /// The one file whose name never changes; everything else hangs off it.
 pub const REPOMD_PATH: &str = crate::manifest::REPOMD_PATH;
