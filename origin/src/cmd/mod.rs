@@ -34,7 +34,7 @@ const EXIT_UNAVAILABLE: u8 = 69;
     name = "hotpush-origin",
     version,
     about = "hotpush origin: publish urgent fixes to partner mirrors in minutes",
-    after_help = "The emergency procedure: deploy/RUNBOOK.md. Exit codes: 0 success, 1 error, \
+    after_help = "The emergency procedure: docs/SOP.md. Exit codes: 0 success, 1 error, \
                   3 publish wait condition not met, 69 origin daemon not running, \
                   78 config does not load."
 )]
