@@ -3,17 +3,18 @@
 # Run as root. Idempotent: if every tool is already present it does nothing
 # (no apt-get update, no network).
 #
-# Checked:   dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk, and
+# Checked:   dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk promtool, and
 #            `/usr/bin/python3 -c 'import librepo'` (the system python, not pyenv's).
 # Installed: dnf createrepo-c rpm python3-librepo nginx gnupg curl
-#            rsync openssh-server openssh-client wrk
+#            rsync openssh-server openssh-client wrk prometheus
 #            with --no-install-recommends. On bookworm the only Recommends that
 #            drops are deltarpm and python3-unbound (from python3-dnf) and
 #            ca-certificates (from libcurl4); none is needed for loopback http tests.
 #            rsync, sshd, ssh and wrk are the benchmark's baselines and load
 #            generator (bench/run.sh, docs/PERFORMANCE.md); sshd is in /usr/sbin.
+#            prometheus brings promtool, which checks both daemons' metrics.
 #
-# nginx and sshd are never started: if no /usr/sbin/policy-rc.d exists, a
+# nginx, sshd and prometheus are never started: if no /usr/sbin/policy-rc.d exists, a
 # deny-all one (exit 101) is put in place for the duration of the install and
 # removed after. The benchmark runs its own sshd on loopback when it needs one.
 #
@@ -27,12 +28,13 @@ die() { echo "$prog: error: $*" >&2; exit 1; }
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
 
 PACKAGES=(dnf createrepo-c rpm python3-librepo nginx gnupg curl
-          rsync openssh-server openssh-client wrk)
-TOOLS=(dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk)
+          rsync openssh-server openssh-client wrk prometheus)
+TOOLS=(dnf createrepo_c rpmbuild rpm nginx gpg curl rsync sshd ssh wrk promtool)
 # tool -> Debian package that provides it (for the report only)
 declare -A PROVIDER=([dnf]=dnf [createrepo_c]=createrepo-c [rpmbuild]=rpm [rpm]=rpm
                      [nginx]=nginx [gpg]=gnupg [curl]=curl [librepo]=python3-librepo
-                     [rsync]=rsync [sshd]=openssh-server [ssh]=openssh-client [wrk]=wrk)
+                     [rsync]=rsync [sshd]=openssh-server [ssh]=openssh-client [wrk]=wrk
+                     [promtool]=prometheus)
 
 missing=()
 check_all() {

@@ -41,11 +41,18 @@ pub struct Agent {
     pub(crate) offer_budget: Arc<Semaphore>,
     /// For checking the public URL after a swap.
     pub(crate) http: reqwest::Client,
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Agent {
     /// Builds the shared state for the configured repos.
-    pub fn new(config: Config, tree: Tree, agent_id: PeerId, http: reqwest::Client) -> Self {
+    pub fn new(
+        config: Config,
+        tree: Tree,
+        agent_id: PeerId,
+        http: reqwest::Client,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
         let newest = config
             .repos
             .iter()
@@ -71,6 +78,7 @@ impl Agent {
             receiving: Mutex::new(HashSet::new()),
             offer_budget: Arc::new(Semaphore::new(budget_kib)),
             http,
+            metrics,
         }
     }
 

@@ -29,6 +29,8 @@ struct RawConfig {
     listen: Vec<SocketAddr>,
     #[serde(default)]
     http_listen: Vec<SocketAddr>,
+    #[serde(default)]
+    admin_listen: Vec<SocketAddr>,
     data_dir: PathBuf,
     serve_root: PathBuf,
     tls_cert: PathBuf,
@@ -55,6 +57,8 @@ struct RawConfig {
 pub struct Config {
     pub listen: Vec<SocketAddr>,
     pub http_listen: Vec<SocketAddr>,
+    /// Prometheus metrics (`/metrics`), for the partner's monitoring only.
+    pub admin_listen: Vec<SocketAddr>,
     pub data_dir: PathBuf,
     pub serve_root: PathBuf,
     pub tls_cert: PathBuf,
@@ -130,6 +134,7 @@ impl Config {
             public_url,
             listen: raw.listen,
             http_listen: raw.http_listen,
+            admin_listen: raw.admin_listen,
             data_dir: resolve(raw.data_dir),
             serve_root: resolve(raw.serve_root),
             tls_cert: resolve(raw.tls_cert),
@@ -183,6 +188,10 @@ listen = ["{listen}"]
 # Optional built-in HTTP server for the served tree (for partners without a
 # front end, and for demos). Leave empty when nginx/Apache serves serve_root.
 http_listen = [{http}]
+
+# Prometheus metrics at /metrics, for your monitoring: keep it off the
+# public network (loopback, or a management address).
+# admin_listen = ["[::1]:9471"]
 
 # Verified blobs, partial downloads and installed manifests.
 data_dir = "data"

@@ -26,6 +26,8 @@ use crate::swap::{SwapError, Tree};
 pub enum SpawnError {
     #[error(transparent)]
     Bind(#[from] BindError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("creating serve_root {path}: {source}")]
     ServeRoot {
         path: PathBuf,
@@ -49,6 +51,8 @@ pub struct Listeners {
     pub push: Vec<TcpListener>,
     /// The built-in HTTP server for the served tree (optional).
     pub http: Vec<TcpListener>,
+    /// Metrics (optional).
+    pub admin: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -57,6 +61,7 @@ impl Listeners {
         Ok(Self {
             push: bind_all(&config.listen)?,
             http: bind_all(&config.http_listen)?,
+            admin: bind_all(&config.admin_listen)?,
         })
     }
 }
@@ -134,7 +139,13 @@ impl Agent {
             + (1 << 20);
         let serve_root = config.serve_root.clone();
         let http = crate::selfcheck::client()?;
-        let agent = Arc::new(Agent::new(config, tree, agent_id, http));
+        let metrics = crate::metrics::Metrics::new()?;
+        let agent = Arc::new(Agent::new(config, tree, agent_id, http, metrics));
+        for repo in &agent.config.repos {
+            if let Ok(Some(live)) = agent.tree.state.current(repo) {
+                agent.metrics.serving(repo, live.version());
+            }
+        }
         let (push_addrs, http_addrs) = (addrs(&listeners.push), addrs(&listeners.http));
         let mut services = Services::new(shutdown);
 
@@ -144,6 +155,19 @@ impl Agent {
                 if let Err(e) = crate::http::serve(serve_root, listeners.http, &limits, stop).await
                 {
                     tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
+        }
+
+        if !listeners.admin.is_empty() {
+            let (stop, limits, a) = (
+                services.token(),
+                agent.config.connections.clone(),
+                agent.clone(),
+            );
+            services.spawn(async move {
+                if let Err(e) = crate::http::serve_admin(a, listeners.admin, &limits, stop).await {
+                    tracing::error!(error = %e, "admin listener failed");
                 }
             });
         }

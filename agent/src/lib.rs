@@ -13,7 +13,8 @@
 //! - [`swap`]: putting a snapshot live atomically, recovery, GC;
 //!   [`state`]: the installed manifests on disk.
 //! - [`selfcheck`]: fetching repomd.xml through the public URL before acking.
-//! - [`status`]: what this agent serves; [`http`]: the built-in web server.
+//! - [`status`]: what this agent serves; [`http`]: the built-in web server
+//!   and the admin listener; [`metrics`]: what it exports there.
 //! - [`failpoint`]: named stages for the crash tests.
 //! - [`config`], [`cmd`]: the TOML config and the command line.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod failpoint;
 pub mod http;
+pub mod metrics;
 pub mod selfcheck;
 pub mod service;
 pub mod session;

@@ -9,49 +9,22 @@ use hotpush_shared::Sha256Digest;
 use hotpush_shared::ack::PublicCheck;
 
 /// The largest repomd.xml we read back.
-const MAX_REPOMD_BYTES: usize = 1 << 20;
+const MAX_REPOMD_BYTES: u64 = 1 << 20;
 /// Attempts before reporting failure: a front end may need a moment to
 /// notice the swapped symlink.
 const ATTEMPTS: usize = 3;
 
-/// An HTTP client for the check: short timeouts, no redirects to elsewhere.
+/// An HTTP client for the check: short timeouts, few redirects.
 pub fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .user_agent(concat!(
-            "hotpush-agent/",
-            env!("CARGO_PKG_VERSION"),
-            " (self-check)"
-        ))
-        .build()
+    hotpush_shared::fetch::client(
+        concat!("hotpush-agent/", env!("CARGO_PKG_VERSION"), " (self-check)"),
+        Duration::from_secs(10),
+    )
 }
 
+// librepo asks for repomd.xml with no-cache too: this is what dnf would get.
 async fn fetch(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    // librepo asks for repomd.xml with no-cache too: this is what dnf would get.
-    let mut response = client
-        .get(url)
-        .header("Cache-Control", "no-cache")
-        .header("Pragma", "no-cache")
-        .send()
-        .await
-        .map_err(|e| format!("GET failed: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("HTTP {}", response.status()));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("reading body: {e}"))?
-    {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_REPOMD_BYTES {
-            return Err(format!("body over {MAX_REPOMD_BYTES} bytes"));
-        }
-    }
-    Ok(body)
+    hotpush_shared::fetch::get(client, url, MAX_REPOMD_BYTES).await
 }
 
 /// Fetches `url` and compares its sha256 with `expected`.

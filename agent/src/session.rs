@@ -202,6 +202,7 @@ where
             let _ = stage("push::before_ack");
             tracing::info!(repo = %ack.repo, version = ack.version, public_verified = ack.public.verified, "acked: snapshot is live");
             let repo = ack.repo.clone();
+            agent.metrics.acked(&ack);
             let _ = out.send(Outbound::Ack(ack)).await;
             // Garbage collection after the ack: it never delays a publish.
             let collected = tokio::task::spawn_blocking(move || {
@@ -229,6 +230,13 @@ where
         ),
         Err(e) => {
             tracing::warn!(code = ?e.code(), reason = %e, "push refused");
+            agent.metrics.refused(
+                e.code()
+                    .as_str_name()
+                    .trim_start_matches("REJECT_")
+                    .to_lowercase()
+                    .as_str(),
+            );
             let _ = out.send(Outbound::Reject(e.code(), e.to_string())).await;
         }
     }

@@ -27,6 +27,8 @@ pub const SETTLE_MARGIN_SECS: u64 = 2;
 /// later flips as soon as it has (that is safe once the settle is over), so
 /// a slow or unreachable partner delays the others by this at most.
 pub const DEFAULT_STAGE_WAIT_SECS: u64 = 5;
+/// How often mirrors are crawled by default.
+pub const DEFAULT_CRAWL_INTERVAL_SECS: u64 = 60;
 /// How far back a publish looks for the bytes a path had: dnf's default
 /// `metadata_expire`, how long a client may hold older metadata.
 pub const CHANGED_PATH_WINDOW_SECS: u64 = 48 * 3600;
@@ -59,6 +61,8 @@ struct RawConfig {
     settle_secs: Option<f64>,
     #[serde(default)]
     stage_wait_secs: Option<f64>,
+    #[serde(default)]
+    crawl_interval_secs: Option<f64>,
     #[serde(default)]
     control_listen: Vec<SocketAddr>,
     #[serde(default, rename = "publisher")]
@@ -115,6 +119,9 @@ pub struct Config {
     /// How long the first mirror to stage waits for the others still
     /// receiving before the staged ones flip.
     pub stage_wait: Duration,
+    /// How often every mirror's public repomd.xml is fetched (and after
+    /// each ack); a mirror is listed only while it serves what it acked.
+    pub crawl_interval: Duration,
     /// Control service over mutual TLS, for publishers on other hosts.
     pub control_listen: Vec<SocketAddr>,
     /// Who may connect to `control_listen`, by pinned TLS id.
@@ -207,6 +214,18 @@ impl Config {
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .unwrap_or(DEFAULT_STAGE_WAIT_SECS as f64),
             ),
+            crawl_interval: match raw.crawl_interval_secs {
+                Some(secs) if secs.is_finite() && secs > 0.0 => Duration::from_secs_f64(secs),
+                Some(secs) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        what: format!(
+                            "crawl_interval_secs must be a number of seconds > 0, not {secs}"
+                        ),
+                    });
+                }
+                None => Duration::from_secs(DEFAULT_CRAWL_INTERVAL_SECS),
+            },
             limits: raw.limits,
             connections: raw.connections,
         })
@@ -275,6 +294,11 @@ http_listen = ["{http_listen}"]
 # How long mirrors still receiving a publish may hold back the flip of the
 # ones that already staged it (seconds); a late mirror flips when it stages.
 # stage_wait_secs = 5
+
+# How often the origin fetches every mirror's public repodata/repomd.xml (as
+# clients do, and after each ack). A mirror whose front end fails or serves
+# something else leaves the metalink until it serves what it acked again.
+# crawl_interval_secs = 60
 
 # Bounds on what peers can make the origin hold open; the defaults suit a
 # LimitNOFILE of 65536 (deploy/systemd/hotpush-origin.service).

@@ -118,7 +118,9 @@ fn to_wire(ev: Event) -> Ev {
             elapsed_ms: elapsed.as_millis() as u64,
             bytes_sent,
         }),
-        EventKind::Failed { reason, will_retry } => Ev::Failed(pb::AgentFailed {
+        EventKind::Failed {
+            reason, will_retry, ..
+        } => Ev::Failed(pb::AgentFailed {
             agent,
             reason,
             will_retry,

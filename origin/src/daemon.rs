@@ -42,6 +42,8 @@ pub enum SpawnError {
     Db(#[from] DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("signing key: {0}")]
     Key(#[from] SignError),
     #[error("TLS identity: {0}")]
@@ -159,7 +161,8 @@ impl Origin {
         let key = SigningKey::load(&config.signing_key)?;
         let identity = Identity::load(&config.tls_cert, &config.tls_key)?;
         let origin_id = identity.id()?;
-        let origin = Origin::new(config, db, store, key, origin_id, needed);
+        let metrics = crate::metrics::Metrics::new()?;
+        let origin = Origin::new(config, db, store, key, origin_id, needed, metrics);
         // Reconcilers start from what was published before this start.
         for repo in origin.db.repos()? {
             if let Some(snapshot) = origin.latest(&repo)? {
@@ -215,6 +218,7 @@ impl Origin {
             });
         }
 
+        services.spawn(crate::crawl::Crawls::run(origin.clone(), services.token()));
         services.spawn(hotpush_shared::push::supervise(
             origin.clone(),
             identity,

@@ -79,6 +79,13 @@ CREATE TABLE IF NOT EXISTS audit (
     manifest_digest TEXT NOT NULL,
     detail TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS drills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_unix INTEGER NOT NULL,
+    repo TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hash_cache (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -158,6 +165,16 @@ pub struct AckRecord {
     /// Clients reach this version through the agent's public URL.
     pub public_verified: bool,
     pub public_detail: String,
+}
+
+/// One drill's outcome.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct DrillRecord {
+    pub at_unix: i64,
+    pub repo: String,
+    pub passed: bool,
+    /// What failed, or what was verified.
+    pub detail: String,
 }
 
 /// One audit log line.
@@ -466,6 +483,41 @@ impl Db {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records the outcome of a drill.
+    pub fn record_drill(&self, repo: &str, passed: bool, detail: &str) -> Result<(), DbError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO drills (at_unix, repo, passed, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now_unix(), repo, passed, detail],
+        )?;
+        Ok(())
+    }
+
+    /// The latest drill, and when a drill last passed.
+    pub fn drills(&self) -> Result<(Option<DrillRecord>, Option<i64>), DbError> {
+        let conn = self.lock()?;
+        let last = conn
+            .query_row(
+                "SELECT at_unix, repo, passed, detail FROM drills ORDER BY id DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(DrillRecord {
+                        at_unix: r.get(0)?,
+                        repo: r.get(1)?,
+                        passed: r.get(2)?,
+                        detail: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?;
+        let last_passed = conn.query_row(
+            "SELECT MAX(at_unix) FROM drills WHERE passed = 1",
+            [],
+            |r| r.get::<_, Option<i64>>(0),
+        )?;
+        Ok((last, last_passed))
     }
 
     /// The hash cache for one publish from `dir`, written at once by

@@ -26,29 +26,15 @@ pub struct Served {
 
 /// An HTTP client like dnf's: short timeouts, `no-cache` for metadata.
 pub fn client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("hotpush-drill/", env!("CARGO_PKG_VERSION")))
-        .build()
+    hotpush_shared::fetch::client(
+        concat!("hotpush-drill/", env!("CARGO_PKG_VERSION")),
+        Duration::from_secs(60),
+    )
 }
 
 async fn get(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, String> {
-    let response = http
-        .get(url)
-        .header("Cache-Control", "no-cache")
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("{url}: HTTP {status}"));
-    }
-    Ok(response
-        .bytes()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .to_vec())
+    // No package is larger than a blob may be.
+    hotpush_shared::fetch::get(http, url, hotpush_shared::Limits::default().max_blob_bytes).await
 }
 
 /// Fetches the metalink and checks every mirror in it; returns the

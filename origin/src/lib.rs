@@ -13,8 +13,10 @@
 //! - [`publish`]: a directory → a signed, stored snapshot; [`history`]:
 //!   the bytes each path had recently, so changed paths are refused.
 //! - [`metalink`]: which version clients get, and the document;
-//!   [`flip`]: when staged mirrors flip, and what the metalink accepts meanwhile.
-//! - [`status`]: the status report model; [`metrics`]: Prometheus metrics.
+//!   [`flip`]: when staged mirrors flip, and what the metalink accepts meanwhile;
+//!   [`crawl`]: whether each mirror's front end still serves what it acked.
+//! - [`status`]: the status report model, [`page`] its HTML page;
+//!   [`metrics`]: Prometheus metrics.
 //! - [`control`] (gRPC) and [`web`] (HTTP): thin edges over the above.
 //! - [`client`]: the Control service's client (publish and wait, status).
 //! - [`db`]: SQLite state; [`config`]: the TOML config.
@@ -25,6 +27,7 @@ pub mod client;
 pub mod cmd;
 pub mod config;
 pub mod control;
+pub mod crawl;
 pub mod daemon;
 pub mod db;
 pub mod doctor;
@@ -35,6 +38,7 @@ pub mod history;
 pub mod metalink;
 pub mod metrics;
 pub mod origin;
+pub mod page;
 pub mod publish;
 pub mod source;
 pub mod status;

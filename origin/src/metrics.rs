@@ -1,99 +1,193 @@
-//! The origin's Prometheus metrics, kept by `prometheus-client` (which also
-//! escapes label values and writes the exposition format).
+//! The origin's Prometheus metrics (`GET /metrics`), in the Prometheus text
+//! format: pushes by outcome, bytes sent, refusals by reason, ack latency,
+//! the version each mirror serves, crawls by result, the last drill, and
+//! build info.
 
-use hotpush_shared::push::{Event, EventKind};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use hotpush_shared::manifest::RepoName;
+use hotpush_shared::name::AgentName;
+use hotpush_shared::push::{Event, EventKind, FailureKind};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
-/// How a push ended.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-pub enum Outcome {
-    Acked,
-    Failed,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PushLabels {
-    agent: String,
-    repo: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    agent: String,
-    repo: String,
-    outcome: Outcome,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: String,
-}
+use crate::db::DrillRecord;
 
 /// Every metric the origin exports.
 pub struct Metrics {
     registry: Registry,
-    pushes: Family<OutcomeLabels, Counter>,
-    bytes_sent: Family<PushLabels, Counter>,
+    pushes: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    refusals: IntCounterVec,
+    ack_seconds: HistogramVec,
+    served: IntGaugeVec,
+    crawls: IntCounterVec,
+    drill_passed: IntGauge,
+    drill_time: IntGauge,
+    drill_last_pass_time: IntGauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("hotpush");
-        let pushes = Family::<OutcomeLabels, Counter>::default();
-        registry.register("pushes", "Pushes to an agent, by outcome", pushes.clone());
-        let bytes_sent = Family::<PushLabels, Counter>::default();
-        registry.register(
-            "push_sent_bytes",
-            "Blob bytes sent to an agent",
-            bytes_sent.clone(),
-        );
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .set(1);
-        registry.register("origin_build_info", "The running hotpush-origin", build);
-        Self {
-            registry,
-            pushes,
-            bytes_sent,
-        }
-    }
+/// Registers `metric` and hands it back.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> prometheus::Result<M> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
 }
 
 impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new_custom(Some("hotpush".into()), None)?;
+        let push = ["agent", "repo"];
+        let metrics = Self {
+            pushes: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "pushes_total",
+                        "Pushes to an agent, by outcome (acked, failed)",
+                    ),
+                    &["agent", "repo", "outcome"],
+                )?,
+            )?,
+            bytes_sent: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("push_sent_bytes_total", "Blob bytes sent to an agent"),
+                    &push,
+                )?,
+            )?,
+            refusals: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "push_refusals_total",
+                        "Pushes an agent refused, by its reason (disk, rollback, untrusted_key, ...)",
+                    ),
+                    &["agent", "repo", "reason"],
+                )?,
+            )?,
+            ack_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "push_ack_seconds",
+                        "From the start of a push to the agent's ack (live and checked)",
+                    )
+                    .buckets(vec![
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0,
+                    ]),
+                    &push,
+                )?,
+            )?,
+            served: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "mirror_version",
+                        "The version each agent last acked, verified through its public URL",
+                    ),
+                    &push,
+                )?,
+            )?,
+            crawls: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "crawls_total",
+                        "Fetches of a mirror's public repomd.xml, by result (serving, unreachable, stale)",
+                    ),
+                    &["agent", "repo", "result"],
+                )?,
+            )?,
+            drill_passed: register(
+                &r,
+                IntGauge::new(
+                    "drill_last_passed",
+                    "1 when the latest drill passed, 0 when it failed or none ran",
+                )?,
+            )?,
+            drill_time: register(
+                &r,
+                IntGauge::new(
+                    "drill_last_time_seconds",
+                    "When the latest drill ran (Unix time; 0: never)",
+                )?,
+            )?,
+            drill_last_pass_time: register(
+                &r,
+                IntGauge::new(
+                    "drill_last_pass_time_seconds",
+                    "When a drill last passed (Unix time; 0: never)",
+                )?,
+            )?,
+            registry: r,
+        };
+        let build = register(
+            &metrics.registry,
+            IntGaugeVec::new(
+                Opts::new("origin_build_info", "The running hotpush-origin"),
+                &["version"],
+            )?,
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(metrics)
+    }
+
     /// Counts what `event` says happened.
     pub fn observe(&self, event: &Event) {
-        let push = PushLabels {
-            agent: event.target.to_string(),
-            repo: event.repo.to_string(),
-        };
-        let outcome = |outcome| OutcomeLabels {
-            agent: push.agent.clone(),
-            repo: push.repo.clone(),
-            outcome,
-        };
+        let (agent, repo) = (event.target.as_str(), event.repo.as_str());
         match &event.kind {
-            EventKind::Acked { bytes_sent, .. } => {
-                self.pushes.get_or_create(&outcome(Outcome::Acked)).inc();
-                self.bytes_sent.get_or_create(&push).inc_by(*bytes_sent);
+            EventKind::Acked {
+                bytes_sent,
+                elapsed,
+                ..
+            } => {
+                self.pushes.with_label_values(&[agent, repo, "acked"]).inc();
+                self.bytes_sent
+                    .with_label_values(&[agent, repo])
+                    .inc_by(*bytes_sent);
+                self.ack_seconds
+                    .with_label_values(&[agent, repo])
+                    .observe(elapsed.as_secs_f64());
+                self.served
+                    .with_label_values(&[agent, repo])
+                    .set(i64::try_from(event.version).unwrap_or(i64::MAX));
             }
-            EventKind::Failed { .. } => {
-                self.pushes.get_or_create(&outcome(Outcome::Failed)).inc();
+            EventKind::Failed { kind, .. } => {
+                self.pushes
+                    .with_label_values(&[agent, repo, "failed"])
+                    .inc();
+                if let FailureKind::Refused(code) = kind {
+                    self.refusals
+                        .with_label_values(&[agent, repo, code.as_str()])
+                        .inc();
+                }
             }
             EventKind::Progress { .. } => {}
         }
     }
 
-    /// The exposition text (OpenMetrics).
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
-        Ok(out)
+    /// The latest drill and the last passing one, as the database has them.
+    pub fn drills(&self, last: Option<&DrillRecord>, last_passed_unix: Option<i64>) {
+        self.drill_passed
+            .set(i64::from(last.is_some_and(|d| d.passed)));
+        self.drill_time.set(last.map_or(0, |d| d.at_unix));
+        self.drill_last_pass_time.set(last_passed_unix.unwrap_or(0));
+    }
+
+    /// Counts one crawl of `agent` × `repo`.
+    pub fn crawled(&self, agent: &AgentName, repo: &RepoName, result: &str) {
+        self.crawls
+            .with_label_values(&[agent.as_str(), repo.as_str(), result])
+            .inc();
+    }
+
+    /// The exposition text and its content type.
+    pub fn encode(&self) -> prometheus::Result<(String, String)> {
+        let encoder = TextEncoder::new();
+        let text = encoder.encode_to_string(&self.registry.gather())?;
+        Ok((text, encoder.format_type().to_owned()))
     }
 }

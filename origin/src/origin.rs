@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use hotpush_shared::identity::PeerId;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::name::AgentName;
-use hotpush_shared::push::{Announcements, Event, EventKind, Phase};
+use hotpush_shared::push::{Announcements, Event, EventKind, FailureKind, Phase};
 use hotpush_shared::sign::SigningKey;
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::BlobStore;
@@ -26,8 +26,8 @@ const EVENT_BACKLOG: usize = 1024;
 pub struct PushState {
     /// The version being pushed, the phase and bytes so far.
     pub pushing: Option<(u64, Phase, u64, u64)>,
-    /// The last failure, cleared by an ack.
-    pub last_error: Option<String>,
+    /// The last failure and its kind, cleared by an ack.
+    pub last_error: Option<(String, FailureKind)>,
     /// The last completed push.
     pub last_push: Option<LastPush>,
 }
@@ -38,10 +38,10 @@ pub struct LastPush {
     pub version: u64,
     pub bytes_sent: u64,
     pub elapsed_ms: u64,
-    /// How long the mirror waited, staged, for the flip.
-    pub flip_wait_ms: u64,
-    /// When it switched, Unix ms by its clock.
-    pub flipped_unix_ms: u64,
+    /// The agent's own account: verify, receive, swap, flip wait, flip time.
+    pub timings: hotpush_shared::ack::Timings,
+    /// When the ack arrived, Unix ms.
+    pub acked_unix_ms: u64,
 }
 
 /// Shared by the reconcilers, the control service and the HTTP server.
@@ -64,6 +64,8 @@ pub struct Origin {
     pub flips: Arc<crate::flip::Flips>,
     /// Every repo's metalink, kept in memory.
     pub metalinks: Arc<crate::metalink::Metalinks>,
+    /// What each mirror's public URL served when last fetched.
+    pub crawls: crate::crawl::Crawls,
     /// The bytes each path had in recent snapshots.
     pub history: crate::history::PathHistory,
     /// Descriptors the configured connection caps need (before they were
@@ -80,6 +82,7 @@ impl Origin {
         key: SigningKey,
         origin_id: PeerId,
         fds_needed: usize,
+        metrics: Metrics,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         let metalinks = Arc::new(crate::metalink::Metalinks::default());
@@ -94,9 +97,10 @@ impl Origin {
             announcements: Announcements::default(),
             push_state: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
-            metrics: Metrics::default(),
+            metrics,
             flips: Arc::new(crate::flip::Flips::new(metalinks.clone())),
             metalinks,
+            crawls: Default::default(),
             history: Default::default(),
         })
     }
@@ -185,13 +189,13 @@ impl Origin {
                         version: event.version,
                         bytes_sent: *bytes_sent,
                         elapsed_ms: elapsed.as_millis() as u64,
-                        flip_wait_ms: ack.timings.flip_wait_ms,
-                        flipped_unix_ms: ack.timings.flipped_unix_ms,
+                        timings: ack.timings,
+                        acked_unix_ms: hotpush_shared::clock::now_unix_ms(),
                     });
                 }
-                EventKind::Failed { reason, .. } => {
+                EventKind::Failed { reason, kind, .. } => {
                     s.pushing = None;
-                    s.last_error = Some(reason.clone());
+                    s.last_error = Some((reason.clone(), kind.clone()));
                 }
             }
         }

@@ -58,6 +58,9 @@ impl Source for Origin {
                 &detail,
             )
             .map_err(|e| format!("recording the ack: {e}"))?;
+        if verdict.is_ok() {
+            self.crawls.acked(&target.name, snapshot.repo());
+        }
         self.metalinks.changed();
         verdict
     }

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use hotpush_shared::manifest::RepoName;
-use hotpush_shared::push::Phase;
+use hotpush_shared::push::{FailureKind, Phase};
 use serde::{Deserialize, Serialize};
 
-use crate::db::DbError;
+use crate::db::{DbError, DrillRecord};
 use crate::origin::Origin;
+use hotpush_shared::clock::now_unix;
 
 /// Everything `status` shows.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -18,7 +19,16 @@ pub struct Report {
     pub repos: Vec<RepoReport>,
     pub agents: Vec<AgentReport>,
     pub descriptors: Descriptors,
+    /// The latest drill (`hotpush-origin drill`), if any.
+    pub drill: Option<DrillRecord>,
+    /// When a drill last passed.
+    pub drill_last_passed_unix: Option<i64>,
+    /// What needs attention before the next emergency, in plain words.
+    pub warnings: Vec<String>,
 }
+
+/// A drill older than this is a warning: the lane may have rotted unnoticed.
+pub const DRILL_MAX_AGE_SECS: i64 = 14 * 86_400;
 
 /// The daemon's descriptor limit against what its connection caps need.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -76,7 +86,14 @@ pub enum MirrorState {
     Live,
     /// A push of the newest version is under way.
     Pushing,
-    /// The last push failed; the origin retries with backoff.
+    /// The last push could not connect or got no answer; retried with backoff.
+    Unreachable,
+    /// The agent refused the last push (the error says why); retried.
+    Refused,
+    /// Its front end does not serve what it acked (down or an old copy):
+    /// out of the metalink until it does.
+    Stale,
+    /// The last push failed otherwise; retried with backoff.
     Failing,
     /// On an older version, or none, with no push under way.
     Behind,
@@ -94,6 +111,18 @@ pub struct MirrorReport {
     /// The last completed push.
     pub last_push: Option<LastPushReport>,
     pub last_error: Option<String>,
+    /// What the crawler last saw at its public URL.
+    pub front_end: Option<FrontEndReport>,
+}
+
+/// The crawler's last look at a mirror's public repomd.xml.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FrontEndReport {
+    /// `serving`, `unreachable` or `stale`.
+    pub result: String,
+    pub detail: String,
+    pub checked_unix: i64,
+    pub elapsed_ms: u64,
 }
 
 /// A push under way.
@@ -111,10 +140,16 @@ pub struct LastPushReport {
     pub version: u64,
     pub bytes_sent: u64,
     pub elapsed_ms: u64,
+    pub verify_ms: u64,
+    pub receive_ms: u64,
+    /// Staging and the flip itself.
+    pub swap_ms: u64,
     /// How long the mirror waited, staged, for the flip.
     pub flip_wait_ms: u64,
     /// When it switched, Unix ms by its clock (0 when not a flip).
     pub flipped_unix_ms: u64,
+    /// When the origin had the ack, Unix ms.
+    pub acked_unix_ms: u64,
 }
 
 impl Report {
@@ -163,7 +198,7 @@ impl Report {
                             .iter()
                             .find(|k| k.repo == repo.as_str() && k.public_verified)
                             .map_or(0, |k| k.version);
-                        mirror(repo, *latest, served, state)
+                        mirror(repo, *latest, served, state, origin.crawls.get(&name, repo))
                     })
                     .collect();
                 let last_error = mirrors
@@ -182,14 +217,38 @@ impl Report {
                 }
             })
             .collect();
+        let (drill, drill_last_passed_unix) = origin.db.drills()?;
+        let descriptors = Descriptors {
+            limit: hotpush_shared::daemon::fd_limit(),
+            needed: origin.fds_needed,
+        };
+        let mut warnings = Vec::new();
+        match drill_last_passed_unix {
+            None => warnings.push(
+                "no drill has passed yet: rehearse with `hotpush-origin drill <canary repo>` \
+                 (deploy/systemd/hotpush-drill.timer runs it weekly)"
+                    .to_owned(),
+            ),
+            Some(at) if now_unix() - at > DRILL_MAX_AGE_SECS => warnings.push(format!(
+                "the last passing drill was {} days ago: check hotpush-drill.timer",
+                (now_unix() - at) / 86_400
+            )),
+            Some(_) => {}
+        }
+        if descriptors.limit < descriptors.needed {
+            warnings.push(format!(
+                "the descriptor limit {} is below the {} the connection caps need: raise LimitNOFILE",
+                descriptors.limit, descriptors.needed
+            ));
+        }
         Ok(Self {
             origin_id: origin.origin_id.to_string(),
             repos,
             agents,
-            descriptors: Descriptors {
-                limit: hotpush_shared::daemon::fd_limit(),
-                needed: origin.fds_needed,
-            },
+            descriptors,
+            drill,
+            drill_last_passed_unix,
+            warnings,
         })
     }
 }
@@ -199,6 +258,7 @@ fn mirror(
     latest: u64,
     served: u64,
     state: Option<&crate::origin::PushState>,
+    crawl: Option<crate::crawl::Crawl>,
 ) -> MirrorReport {
     let pushing =
         state
@@ -210,14 +270,27 @@ fn mirror(
                 bytes_wanted,
             });
     let last_error = state.and_then(|s| s.last_error.clone());
-    let state_now = if served >= latest && latest > 0 {
+    let front_end_failing = crawl
+        .as_ref()
+        .is_some_and(|c| c.verdict != crate::crawl::Verdict::Serving);
+    let up_to_date = served >= latest && latest > 0;
+    // A mirror behind is described by why pushes to it fail; one up to
+    // date, by whether clients can reach what it serves.
+    let state_now = if up_to_date && front_end_failing {
+        MirrorState::Stale
+    } else if up_to_date {
         MirrorState::Live
     } else if pushing.is_some() {
         MirrorState::Pushing
-    } else if last_error.is_some() {
-        MirrorState::Failing
     } else {
-        MirrorState::Behind
+        match last_error.as_ref().map(|(_, kind)| kind) {
+            Some(FailureKind::Unreachable) => MirrorState::Unreachable,
+            Some(FailureKind::Refused(_)) => MirrorState::Refused,
+            Some(FailureKind::NotPublic) => MirrorState::Stale,
+            Some(FailureKind::Other) => MirrorState::Failing,
+            None if front_end_failing => MirrorState::Stale,
+            None => MirrorState::Behind,
+        }
     };
     MirrorReport {
         repo: repo.to_string(),
@@ -228,9 +301,19 @@ fn mirror(
             version: p.version,
             bytes_sent: p.bytes_sent,
             elapsed_ms: p.elapsed_ms,
-            flip_wait_ms: p.flip_wait_ms,
-            flipped_unix_ms: p.flipped_unix_ms,
+            verify_ms: p.timings.verify_ms,
+            receive_ms: p.timings.receive_ms,
+            swap_ms: p.timings.swap_ms,
+            flip_wait_ms: p.timings.flip_wait_ms,
+            flipped_unix_ms: p.timings.flipped_unix_ms,
+            acked_unix_ms: p.acked_unix_ms,
         }),
-        last_error,
+        last_error: last_error.map(|(reason, _)| reason),
+        front_end: crawl.map(|c| FrontEndReport {
+            result: c.verdict.reason().to_owned(),
+            detail: c.verdict.describe(),
+            checked_unix: c.at_unix,
+            elapsed_ms: c.elapsed_ms,
+        }),
     }
 }

@@ -1,7 +1,7 @@
 //! The origin's HTTP side: `/metalink` (what every dnf fetches on every
-//! refresh), `/status` (the status report as JSON) and `/metrics`
-//! (Prometheus text). Thin handlers over [`crate::metalink`],
-//! [`crate::status`] and [`crate::metrics`].
+//! refresh), `/` (the status page), `/status` (the same report as JSON) and
+//! `/metrics` (Prometheus text). Thin handlers over [`crate::metalink`],
+//! [`crate::status`], [`crate::page`] and [`crate::metrics`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub fn router(origin: Arc<Origin>) -> Router {
         refusals: Arc::new(LogThrottle::per_second(5)),
     };
     Router::new()
+        .route("/", get(page))
         .route("/metalink", get(metalink))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -127,6 +128,18 @@ async fn metalink(
     }
 }
 
+/// `GET /`: the status page.
+async fn page(State(web): State<Web>) -> Response {
+    match tokio::task::spawn_blocking(move || Report::collect(&web.origin)).await {
+        Ok(Ok(report)) => {
+            let now = hotpush_shared::clock::now_unix();
+            axum::response::Html(crate::page::render(&report, now)).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 /// `GET /status`: the status report as JSON.
 async fn status(State(web): State<Web>) -> Response {
     match tokio::task::spawn_blocking(move || Report::collect(&web.origin)).await {
@@ -138,15 +151,13 @@ async fn status(State(web): State<Web>) -> Response {
 
 /// `GET /metrics`.
 async fn metrics(State(web): State<Web>) -> Response {
+    // Drills run as their own process: their outcome is in the database.
+    let origin = web.origin.clone();
+    if let Ok(Ok((last, passed))) = tokio::task::spawn_blocking(move || origin.db.drills()).await {
+        web.origin.metrics.drills(last.as_ref(), passed);
+    }
     match web.origin.metrics.encode() {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok((text, content_type)) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -22,3 +22,8 @@ pub fn unix_of(t: SystemTime) -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// The time `secs` after the epoch (the epoch itself for negative values).
+pub fn system_time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}

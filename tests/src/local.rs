@@ -153,6 +153,7 @@ impl LocalNetwork {
             let listeners = hotpush_agent::Listeners {
                 push: vec![push],
                 http: vec![web],
+                admin: Vec::new(),
             };
             let handle = Agent::spawn(agent_config, listeners, shutdown.clone())
                 .await

@@ -59,18 +59,38 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         false,
     )?;
     println!("drill 2/2: fetch {metalink_url} and everything dnf would from every mirror it lists");
-    let failed = check(&metalink_url, &config.limits)? || published != ExitCode::SUCCESS;
-    println!("drill {}", if failed { "FAILED" } else { "PASSED" });
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
+    let outcome = match check(&metalink_url, &config.limits) {
+        Ok(_) if published != ExitCode::SUCCESS => {
+            Err("not every partner went live before --timeout".to_owned())
+        }
+        Ok(outcome) => outcome,
+        Err(e) => Err(format!("{e:#}")),
+    };
+    // For `status`, the status page and metrics: the lane's last rehearsal.
+    let (passed, detail) = match &outcome {
+        Ok(verified) => (true, verified.clone()),
+        Err(why) => (false, why.clone()),
+    };
+    if let Err(e) = crate::db::Db::open(&config.data_dir)
+        .and_then(|db| db.record_drill(args.repo.as_str(), passed, &detail))
+    {
+        eprintln!("warning: the drill's result was not recorded: {e}");
+    }
+    println!("drill {}", if passed { "PASSED" } else { "FAILED" });
+    Ok(if passed {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 
-/// Fetches through the metalink and prints a line per mirror; true when any failed.
+/// Fetches through the metalink and prints a line per mirror: `Ok(what
+/// was verified)`, or `Err(the first failure)`.
 #[tokio::main]
-async fn check(metalink_url: &str, limits: &hotpush_shared::Limits) -> anyhow::Result<bool> {
+async fn check(
+    metalink_url: &str,
+    limits: &hotpush_shared::Limits,
+) -> anyhow::Result<Result<String, String>> {
     let http = crate::drill::client()?;
     let (file, reports) = crate::drill::check(&http, metalink_url, limits).await?;
     println!(
@@ -78,7 +98,7 @@ async fn check(metalink_url: &str, limits: &hotpush_shared::Limits) -> anyhow::R
         &file.sha256[..16.min(file.sha256.len())],
         reports.len()
     );
-    let mut failed = reports.is_empty();
+    let mut first_failure = None;
     for r in &reports {
         match &r.result {
             Ok(s) => println!(
@@ -86,13 +106,17 @@ async fn check(metalink_url: &str, limits: &hotpush_shared::Limits) -> anyhow::R
                 r.url, s.metadata_files, s.packages, s.bytes
             ),
             Err(why) => {
-                failed = true;
                 println!("  FAIL  {}  {why}", r.url);
+                first_failure.get_or_insert_with(|| format!("{}: {why}", r.url));
             }
         }
     }
     if reports.is_empty() {
         println!("  FAIL  the metalink lists no mirror");
+        first_failure = Some("the metalink lists no mirror".to_owned());
     }
-    Ok(failed)
+    Ok(match first_failure {
+        Some(why) => Err(why),
+        None => Ok(format!("{} mirror(s) verified", reports.len())),
+    })
 }

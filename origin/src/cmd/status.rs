@@ -37,6 +37,23 @@ fn table(report: &Report) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "origin {}", report.origin_id);
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if let Some(d) = &report.drill {
+        let _ = writeln!(
+            out,
+            "last drill: {} ({}) at {}{}",
+            if d.passed { "passed" } else { "FAILED" },
+            d.repo,
+            hotpush_shared::metalink::httpdate(hotpush_shared::clock::system_time(d.at_unix)),
+            if d.detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", d.detail)
+            }
+        );
+    }
     for r in &report.repos {
         let _ = writeln!(
             out,
@@ -73,10 +90,18 @@ fn table(report: &Report) -> String {
                     Some(p) => format!("pushing v{}", p.version),
                     None => "pushing".to_owned(),
                 },
+                MirrorState::Unreachable => "unreachable, retrying".to_owned(),
+                MirrorState::Refused => "refused the snapshot, retrying".to_owned(),
+                MirrorState::Stale => {
+                    "out of the metalink: its front end does not serve what it acked".to_owned()
+                }
                 MirrorState::Failing => "failing, retrying".to_owned(),
                 MirrorState::Behind => "behind".to_owned(),
             };
             let _ = writeln!(out, "  {}: {state}, serves v{}", m.repo, m.version);
+            if let Some(f) = m.front_end.as_ref().filter(|f| f.result != "serving") {
+                let _ = writeln!(out, "    front end: {}", f.detail);
+            }
         }
         if !a.last_error.is_empty() {
             let _ = writeln!(out, "  last error: {}", a.last_error);

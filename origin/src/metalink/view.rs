@@ -35,11 +35,31 @@ struct RepoView {
 }
 
 impl RepoView {
+    /// Agents whose front end the crawler found failing are left out —
+    /// unless that is every agent that acked anything: then the origin's
+    /// own view of the network is the likelier fault, and they stay.
     fn load(origin: &Origin, repo: &RepoName, agents: &[AgentRecord]) -> Result<Self, DbError> {
+        let acks = origin.db.acks(repo.as_str())?;
+        let carrying: Vec<AgentRecord> =
+            agents.iter().filter(|a| a.carries(repo)).cloned().collect();
+        let acked = |a: &AgentRecord| {
+            acks.iter()
+                .any(|k| k.agent == a.name().as_str() && k.public_verified)
+        };
+        let healthy: Vec<AgentRecord> = carrying
+            .iter()
+            .filter(|a| !origin.crawls.failing(a.name(), repo))
+            .cloned()
+            .collect();
+        let agents = if healthy.iter().any(acked) || !carrying.iter().any(acked) {
+            healthy
+        } else {
+            carrying
+        };
         Ok(Self {
             versions: origin.db.version_infos(repo.as_str(), LOOKBACK)?,
-            agents: agents.iter().filter(|a| a.carries(repo)).cloned().collect(),
-            acks: origin.db.acks(repo.as_str())?,
+            agents,
+            acks,
         })
     }
 

@@ -66,6 +66,31 @@ pub enum PushFailure {
     },
 }
 
+impl PushFailure {
+    /// What kind of trouble this is, for the status page and metrics.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            PushFailure::Connect(_) | PushFailure::Timeout(_) | PushFailure::Closed => {
+                FailureKind::Unreachable
+            }
+            PushFailure::Rejected { code, .. } => FailureKind::Refused(code.clone()),
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// Why a mirror is not live, in one word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection, or no answer.
+    Unreachable,
+    /// The agent refused the snapshot (its reject code, e.g. `disk`).
+    Refused(String),
+    /// Live on the agent, but its public URL did not serve it.
+    NotPublic,
+    Other,
+}
+
 /// A completed push.
 #[derive(Debug)]
 pub struct Pushed {

@@ -30,7 +30,7 @@ pub mod backoff;
 pub mod exchange;
 pub mod reconciler;
 
-pub use exchange::{PushFailure, Pushed};
+pub use exchange::{FailureKind, PushFailure, Pushed};
 pub use reconciler::supervise;
 
 /// A mirror to keep current.
@@ -121,6 +121,7 @@ pub enum EventKind {
     },
     Failed {
         reason: String,
+        kind: FailureKind,
         will_retry: bool,
     },
 }

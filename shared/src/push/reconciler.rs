@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::backoff::{Backoff, MAX_BACKOFF};
-use super::{Event, EventKind, Phase, Source, Target, exchange};
+use super::{Event, EventKind, FailureKind, Phase, Source, Target, exchange};
 use crate::identity::{Identity, IdentityError, PinnedVerifier, client_config};
 use crate::limits::ConnLimits;
 use crate::manifest::RepoName;
@@ -160,7 +160,7 @@ async fn reconcile(source: Arc<dyn Source>, target: Target, repo: RepoName, chan
             r = &mut push => Some(r),
             _ = superseded(&mut latest, version) => None,
         };
-        let reason = match result {
+        let (reason, kind) = match result {
             None => {
                 tracing::info!(agent = %target.name, %repo, version, "superseded by a newer version");
                 backoff.reset();
@@ -180,14 +180,18 @@ async fn reconcile(source: Arc<dyn Source>, target: Target, repo: RepoName, chan
                     backoff.reset();
                     continue;
                 }
-                Err(why) => format!("live on the agent, but clients do not see it: {why}"),
+                Err(why) => (
+                    format!("live on the agent, but clients do not see it: {why}"),
+                    FailureKind::NotPublic,
+                ),
             },
-            Some(Err(failure)) => failure.to_string(),
+            Some(Err(failure)) => (failure.to_string(), failure.kind()),
         };
         let delay = backoff.next_delay();
         tracing::warn!(agent = %target.name, %repo, version, %reason, retry_in = ?delay, "push failed");
         source.report(event(EventKind::Failed {
             reason,
+            kind,
             will_retry: true,
         }));
         tokio::select! {
