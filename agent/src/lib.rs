@@ -15,6 +15,7 @@
 //! - [`selfcheck`]: fetching repomd.xml through the public URL before acking.
 //! - [`status`]: what this agent serves; [`http`]: the built-in web server
 //!   and the admin listener; [`metrics`]: what it exports there.
+//! - [`doctor`]: is this mirror ready (`hotpush-agent doctor`).
 //! - [`failpoint`]: named stages for the crash tests.
 //! - [`config`], [`cmd`]: the TOML config and the command line.
 
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod failpoint;
 pub mod http;
 pub mod metrics;

@@ -13,7 +13,7 @@ use hotpush_shared::Sha256Digest;
 use hotpush_shared::ack::{Ack, Timings};
 use hotpush_shared::manifest::{Entry, RepoName};
 use hotpush_shared::snapshot::Snapshot;
-use hotpush_shared::store::{PartialBlob, Received, StoreError};
+use hotpush_shared::store::{PartialBlob, Received, StoreError, free_bytes};
 use tokio::sync::mpsc;
 
 use crate::agent::{Agent, Newest};
@@ -145,12 +145,6 @@ const FLIP_WAIT: Duration = Duration::from_secs(600);
 
 /// How long a push waits for its share of the unverified-Offer budget.
 const OFFER_BUDGET_WAIT: Duration = Duration::from_secs(30);
-
-/// Free bytes on the filesystem holding `path`.
-fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(path).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
 
 /// Refuses a push that would leave less than `min_free_bytes` free, after
 /// first reclaiming the partial blobs no push wants (abandoned pushes).

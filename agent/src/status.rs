@@ -30,9 +30,7 @@ pub fn collect(agent: &Agent) -> Result<pb::AgentStatus, StateError> {
         };
         repos.push(state);
     }
-    let disk_free_bytes = rustix::fs::statvfs(&agent.config.data_dir)
-        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
-        .unwrap_or(0);
+    let disk_free_bytes = hotpush_shared::store::free_bytes(&agent.config.data_dir).unwrap_or(0);
     Ok(pb::AgentStatus {
         agent_id: agent.agent_id.to_string(),
         repos,

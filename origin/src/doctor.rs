@@ -23,49 +23,8 @@ const MAX_CLOCK_SKEW_SECS: i64 = 60;
 /// Free disk below which a partner may refuse the next push.
 const LOW_DISK_BYTES: u64 = 1 << 30;
 
-/// One line of the report.
-pub struct Finding {
-    pub level: Level,
-    pub what: String,
-}
-
-/// How bad a finding is.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Ok,
-    Warn,
-    Fail,
-}
-
-impl Level {
-    /// The word printed in front of the line.
-    pub fn label(self) -> &'static str {
-        match self {
-            Level::Ok => "OK  ",
-            Level::Warn => "WARN",
-            Level::Fail => "FAIL",
-        }
-    }
-}
-
-fn ok(what: String) -> Finding {
-    Finding {
-        level: Level::Ok,
-        what,
-    }
-}
-fn warn(what: String) -> Finding {
-    Finding {
-        level: Level::Warn,
-        what,
-    }
-}
-fn fail(what: String) -> Finding {
-    Finding {
-        level: Level::Fail,
-        what,
-    }
-}
+pub use hotpush_shared::doctor::{Finding, Level};
+use hotpush_shared::doctor::{fail, ok, warn};
 
 /// Runs every check; `metalink_base` is where clients reach this origin.
 pub async fn examine(config: &Config, metalink_base: Option<String>) -> Vec<Finding> {

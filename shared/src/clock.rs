@@ -27,3 +27,8 @@ pub fn unix_of(t: SystemTime) -> i64 {
 pub fn system_time(secs: i64) -> SystemTime {
     UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
+
+/// An HTTP `Date` header's time, if it parses.
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    httpdate::parse_http_date(text).ok()
+}

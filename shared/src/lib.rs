@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod digest;
+pub mod doctor;
 pub mod fetch;
 pub mod http;
 pub mod identity;

@@ -437,6 +437,12 @@ impl Drop for Import<'_> {
     }
 }
 
+/// Free bytes (for an unprivileged user) on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Stored blobs are read-only: set on the open file, no path lookup.
 fn read_only(file: &File, path: &Path) -> Result<(), StoreError> {
     file.set_permissions(fs::Permissions::from_mode(0o444))

@@ -300,3 +300,46 @@ fn metrics_of_both_daemons_pass_promtool_and_drills_are_recorded() {
         );
     }
 }
+
+#[test]
+fn agent_doctor_checks_what_clients_get_and_says_what_to_fix() {
+    let mut net = Network::builder().repo(REPO).agent(AgentSpec::v4()).start();
+    let v1 = version(&net.root, 1);
+    assert_eq!(net.publish(REPO, &v1, &["--timeout", "20"]).code, 0);
+    let doctor = |net: &Network| {
+        let out = hotpush_tests::run(
+            Command::new(hotpush_tests::bin("hotpush-agent"))
+                .arg("doctor")
+                .arg("-c")
+                .arg(&net.agents[0].config),
+        );
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = doctor(&net);
+    println!("{text}");
+    assert_eq!(code, Some(0), "{text}");
+    for needle in [
+        "OK    TLS identity loads",
+        "serve_root",
+        "descriptor limit",
+        "serves version 1's repomd.xml",
+        "doctor: ",
+    ] {
+        assert!(
+            text.contains(needle),
+            "doctor output lacks {needle:?}:\n{text}"
+        );
+    }
+    // Its server gone, the public URL no longer answers.
+    net.stop_agent(0, Signal::Term);
+    let (code, text) = doctor(&net);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("FAIL") && text.contains("unreachable"),
+        "{text}"
+    );
+    assert!(text.contains("NOT READY"), "{text}");
+}

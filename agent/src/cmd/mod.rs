@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 
+mod doctor;
 mod init;
 mod serve;
 mod status;
@@ -16,7 +17,7 @@ mod verify;
     name = "hotpush-agent",
     version,
     about = "hotpush partner agent: receives, verifies and serves urgent-fix snapshots",
-    after_help = "Running an agent: README.md, 'Setting up for real'. Exit codes: 0 success, 1 error, \
+    after_help = "Running an agent: docs/PARTNERS.md. Exit codes: 0 success, 1 error, \
                   78 config does not load."
 )]
 struct Cli {
@@ -27,6 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Init(init::Args),
+    Doctor(doctor::Args),
     Serve(serve::Args),
     Status(status::Args),
     Verify(verify::Args),
@@ -37,6 +39,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
         Command::Verify(args) => verify::run(args),

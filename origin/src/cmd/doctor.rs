@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::doctor::{Level, examine};
+use crate::doctor::examine;
 
 /// Check keys, the daemon, every partner (id, clock, disk, repos) and every metalink.
 #[derive(clap::Args)]
@@ -19,21 +19,5 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = super::load(config_path)?;
     let base = super::origin_base_url(&config, args.origin_url);
     let findings = examine(&config, base).await;
-    for f in &findings {
-        println!("{}  {}", f.level.label(), f.what);
-    }
-    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
-    println!(
-        "doctor: {}",
-        match worst {
-            Level::Ok => "all good",
-            Level::Warn => "usable, with warnings",
-            Level::Fail => "NOT READY: fix the FAIL lines",
-        }
-    );
-    Ok(if worst == Level::Fail {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(hotpush_shared::doctor::report(&findings))
 }
