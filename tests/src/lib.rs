@@ -81,11 +81,52 @@ pub fn bin(name: &str) -> PathBuf {
         })
 }
 
-/// A port that was free a moment ago on `ip`.
+/// A port that is free on `ip` and that nothing else in this test run
+/// will be handed.
+///
+/// Ports come from below the kernel's ephemeral range, so a daemon that
+/// binds port 0 or opens an outgoing connection can never take a port
+/// a test has picked but not yet bound (asking the kernel for port 0 and
+/// releasing it raced exactly that way). A counter keeps picks unique
+/// within the process; the process id spreads test binaries apart, and
+/// a port some other process holds is skipped.
 pub fn free_port(ip: IpAddr) -> u16 {
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0))
-        .unwrap_or_else(|e| panic!("binding {ip}:0 to find a free port: {e}"));
-    listener.local_addr().expect("local_addr").port()
+    free_ports(ip, 1)
+}
+
+/// The first of `count` consecutive ports that are free on `ip`, picked
+/// as [`free_port`] picks one (for a script that numbers its own ports).
+pub fn free_ports(ip: IpAddr, count: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = unreserved_ports();
+    let slots = u32::from((high - low) / count);
+    let start = std::process::id().wrapping_mul(7919) % slots;
+    for _ in 0..slots {
+        let slot = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % slots;
+        let base = low + slot as u16 * count;
+        let all_free =
+            (base..base + count).all(|port| TcpListener::bind(SocketAddr::new(ip, port)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} free ports on {ip} in {low}..{high}");
+}
+
+/// The range `free_port` draws from: from 10000 up to where the
+/// kernel's ephemeral range begins.
+fn unreserved_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > 12000 {
+        (10000, ephemeral_low)
+    } else {
+        // An unusual kernel setting: use the top of the port space.
+        (61000, 65535)
+    }
 }
 
 /// Polls `probe` every 50 ms until it returns `Some`, or panics after

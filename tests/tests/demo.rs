@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hotpush_tests::{bin, free_port, workspace_root};
+use hotpush_tests::{bin, free_ports, workspace_root};
 
 fn have(cmd: &str) -> bool {
     Command::new("sh")
@@ -23,8 +23,8 @@ fn dnf_installs_the_sample_rpm_from_the_demo_network() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // The demo uses PORT..PORT+30; start from a port that was free, well apart from others.
-    let port = 20000 + free_port(IpAddr::V6(Ipv6Addr::LOCALHOST)) % 30000;
+    // The demo numbers its ports PORT..PORT+30.
+    let port = free_ports(IpAddr::V6(Ipv6Addr::LOCALHOST), 31);
     let bin_dir = bin("hotpush-origin").parent().unwrap().to_path_buf();
     let mut demo = Command::new("bash")
         .arg(workspace_root().join("deploy/demo.sh"))

@@ -2,12 +2,14 @@
 //! partner → summary; exit 0 only when the wait condition holds.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hotpush_shared::push::Phase;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::{EXIT_NOT_LIVE, Remote};
 use crate::client::{self, Options, Outcome, Summary, Update, Wait};
@@ -85,12 +87,25 @@ pub async fn publish_and_wait(
     };
     let mut control = remote.client(config_path).await?;
     let mut printer = Printer::default();
+    // A bar per partner on a terminal; plain lines in logs and pipes.
+    let mut bars = std::io::stdout().is_terminal().then(Bars::default);
     let summary = client::publish(&mut control, repo, from, wait, timeout, options, |u| {
-        if !json {
-            printer.print(u, wait);
+        if json {
+            return;
+        }
+        match (&mut bars, u) {
+            (Some(b), Update::Published(p)) => {
+                printer.print(Update::Published(p), wait);
+                b.start(&p.agents);
+            }
+            (Some(b), u) => b.update(&u),
+            (None, u) => printer.print(u, wait),
         }
     })
     .await?;
+    if let Some(b) = bars {
+        b.finish();
+    }
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
@@ -101,6 +116,94 @@ pub async fn publish_and_wait(
     } else {
         ExitCode::from(EXIT_NOT_LIVE)
     })
+}
+
+/// Progress bars, one per partner: bytes, rate, and what it is doing.
+#[derive(Default)]
+struct Bars {
+    multi: MultiProgress,
+    bars: BTreeMap<String, ProgressBar>,
+    /// With a bar, once the size of what a partner wants is known.
+    sized: Option<ProgressStyle>,
+}
+
+impl Bars {
+    fn start(&mut self, agents: &[String]) {
+        // Until a partner says what it wants there is no size: name and
+        // state only, rather than a bar that looks full.
+        let plain = ProgressStyle::with_template("  {prefix:<12} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        self.sized = ProgressStyle::with_template(
+            "  {prefix:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>12}  {msg}",
+        )
+        .ok()
+        .map(|s| s.progress_chars("=> "));
+        for name in agents {
+            let bar = self.multi.add(ProgressBar::new(0));
+            bar.set_style(plain.clone());
+            bar.set_prefix(name.clone());
+            bar.set_message("waiting");
+            self.bars.insert(name.clone(), bar);
+        }
+    }
+
+    fn update(&mut self, update: &Update<'_>) {
+        match *update {
+            Update::Progress {
+                agent,
+                phase,
+                bytes_sent,
+                bytes_wanted,
+            } => {
+                if let Some(bar) = self.bars.get(agent) {
+                    if bar.length() == Some(0) && bytes_wanted > 0 {
+                        if let Some(style) = &self.sized {
+                            bar.set_style(style.clone());
+                        }
+                    }
+                    bar.set_length(bytes_wanted);
+                    bar.set_position(bytes_sent);
+                    bar.set_message(match phase {
+                        Phase::Connecting => "verifying",
+                        Phase::Sending => "sending",
+                        Phase::Committing => "sent, staging",
+                        Phase::Staged => "staged, waiting for the flip",
+                        Phase::Flipping => "flipping",
+                    });
+                }
+            }
+            Update::Acked { agent, outcome } => {
+                if let Some(bar) = self.bars.get(agent) {
+                    bar.finish_with_message(format!(
+                        "LIVE in {:.1} s",
+                        outcome.elapsed_ms as f64 / 1000.0
+                    ));
+                }
+            }
+            Update::Failed {
+                agent,
+                reason,
+                will_retry,
+            } => {
+                if let Some(bar) = self.bars.get(agent) {
+                    bar.set_message(format!(
+                        "FAILED: {reason}{}",
+                        if will_retry { " (retrying)" } else { "" }
+                    ));
+                }
+            }
+            Update::Published(_) => {}
+        }
+    }
+
+    /// Leaves the bars as they are on screen.
+    fn finish(self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
 }
 
 /// Progress lines: at most one per agent per second while sending.
