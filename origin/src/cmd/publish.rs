@@ -156,10 +156,11 @@ impl Bars {
                 bytes_wanted,
             } => {
                 if let Some(bar) = self.bars.get(agent) {
-                    if bar.length() == Some(0) && bytes_wanted > 0 {
-                        if let Some(style) = &self.sized {
-                            bar.set_style(style.clone());
-                        }
+                    if let Some(style) = &self.sized
+                        && bar.length() == Some(0)
+                        && bytes_wanted > 0
+                    {
+                        bar.set_style(style.clone());
                     }
                     bar.set_length(bytes_wanted);
                     bar.set_position(bytes_sent);
