@@ -183,7 +183,11 @@ impl pb::control_server::Control for ControlService {
             .map(|a| a.name().to_string())
             .collect();
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        let settle = self.origin.config.settle;
+        let settle = crate::flip::settle_for(
+            self.origin.metalinks.served_repomd(&repo),
+            publication.snapshot.repomd().map(|e| e.sha256),
+            self.origin.config.settle,
+        );
         let _ = tx
             .send(Ok(published(&publication, agents.clone(), settle)))
             .await;

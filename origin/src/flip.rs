@@ -206,11 +206,7 @@ impl Flips {
         }
         r.deciding = true;
         let new_repomd = r.snapshot.repomd().map(|e| e.sha256);
-        let settle = match r.current_repomd {
-            Some(current) if Some(current) != new_repomd => timing.settle,
-            // Nothing served yet, or the same repomd.xml: no client can be misled.
-            _ => Duration::ZERO,
-        };
+        let settle = settle_for(r.current_repomd, new_repomd, timing.settle);
         let snapshot = r.snapshot.clone();
         let go = r.go.clone();
         drop(rounds);
@@ -247,6 +243,21 @@ impl Flips {
                 wait
             });
         });
+    }
+}
+
+/// How long mirrors wait between the metalink accepting `new` and the
+/// flip, when the metalink names `current` now: `settle`, unless nothing
+/// is served yet or the repomd.xml is the same, when no client can be
+/// misled.
+pub fn settle_for(
+    current: Option<Sha256Digest>,
+    new: Option<Sha256Digest>,
+    settle: Duration,
+) -> Duration {
+    match current {
+        Some(current) if Some(current) != new => settle,
+        _ => Duration::ZERO,
     }
 }
 

@@ -85,14 +85,7 @@ impl Source for Origin {
                     .map(|a| a.target.name)
                     .collect::<HashSet<AgentName>>()
             };
-            // What clients are told now: the document served from memory.
-            let current = self
-                .metalinks
-                .get(repo)
-                .as_ref()
-                .as_ref()
-                .ok()
-                .map(|d| d.repomd_sha256);
+            let current = self.metalinks.served_repomd(repo);
             self.flips
                 .staged(
                     &target.name,

@@ -135,6 +135,15 @@ impl Metalinks {
             .unwrap_or_else(|| Arc::new(Err(MetalinkError::UnknownRepo(repo.clone()))))
     }
 
+    /// The sha256 of the repomd.xml clients are sent to now, if any.
+    pub fn served_repomd(&self, repo: &RepoName) -> Option<Sha256Digest> {
+        self.get(repo)
+            .as_ref()
+            .as_ref()
+            .ok()
+            .map(|d| d.repomd_sha256)
+    }
+
     /// Something the documents show has changed: rebuild them soon.
     pub fn changed(&self) {
         self.wanted.send_modify(|n| *n += 1);
