@@ -112,13 +112,15 @@ impl Serialize for Wait {
 }
 
 impl Wait {
-    /// How many of `n` agents must be live.
+    /// How many of `n` agents must be live: at least one, since a
+    /// publish no mirror serves reached no client.
     pub fn needed(self, n: usize) -> usize {
         match self {
             Wait::All => n,
             Wait::Quorum => n / 2 + 1,
             Wait::Count(k) => k,
         }
+        .max(1)
     }
 }
 
@@ -276,7 +278,12 @@ pub async fn publish(
                     agents.insert(a.clone(), AgentOutcome::default());
                 }
                 on(Update::Published(&p));
+                let nobody = p.agents.is_empty();
                 published = Some(p);
+                if nobody {
+                    // Nothing will ever ack: say so now, not at the timeout.
+                    break;
+                }
             }
             Ev::Progress(p) => {
                 let o = agents.entry(p.agent.clone()).or_default();
@@ -353,6 +360,8 @@ mod tests {
         assert_eq!(w("quorum").needed(3), 2);
         assert_eq!(w("quorum").needed(4), 3);
         assert_eq!(w("2").needed(3), 2);
+        assert_eq!(w("all").needed(0), 1, "no partner is never success");
+        assert_eq!(w("0").needed(3), 1);
         assert!("most".parse::<Wait>().is_err());
     }
 }

@@ -343,3 +343,22 @@ fn agent_doctor_checks_what_clients_get_and_says_what_to_fix() {
     );
     assert!(text.contains("NOT READY"), "{text}");
 }
+
+#[test]
+fn a_publish_no_partner_carries_fails_at_once_and_says_why() {
+    let net = Network::builder().repo(REPO).start();
+    let v1 = version(&net.root, 1);
+    let p = net.publish(REPO, &v1, &["--timeout", "60"]);
+    assert_eq!(p.code, 3, "reaching no mirror is not success: {p:#?}");
+    assert!(
+        p.stdout
+            .contains("no partner carries ops/x86_64: nothing was pushed"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        p.elapsed < Duration::from_secs(10),
+        "it says so at once, not at the timeout: {:?}",
+        p.elapsed
+    );
+}

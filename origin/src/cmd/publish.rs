@@ -251,7 +251,12 @@ impl Printer {
                         p.settle_ms as f64 / 1000.0
                     );
                 }
-                if needed > p.agents.len() {
+                if p.agents.is_empty() {
+                    println!(
+                        "no partner carries {}: nothing was pushed (`hotpush-origin agent list`; `agent add NAME ... --repo {}`)",
+                        p.repo, p.repo
+                    );
+                } else if needed > p.agents.len() {
                     println!("warning: --wait {wait} asks for more agents than carry this repo");
                 }
             }
