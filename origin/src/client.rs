@@ -21,6 +21,12 @@ use crate::status::Report;
 pub enum ClientError {
     #[error("cannot reach the origin daemon at {path}: is `hotpush-origin serve` running? ({why})")]
     Unavailable { path: String, why: String },
+    /// The control service did not answer (a remote origin, or a local
+    /// daemon that went away after the connection was made).
+    #[error(
+        "cannot reach the origin's control service: {0} (is `hotpush-origin serve` running, its control_listen reachable from here, and, from another host, your publisher id listed as a [[publisher]] in origin.toml?)"
+    )]
+    Unreachable(String),
     #[error("publish refused: {0}")]
     Refused(String),
     #[error("origin daemon: {0}")]
@@ -254,7 +260,7 @@ pub async fn publish(
     let mut events = client
         .publish(request)
         .await
-        .map_err(|s| ClientError::Refused(s.message().to_owned()))?
+        .map_err(|s| call_failed(s, ClientError::Refused))?
         .into_inner();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut agents: BTreeMap<String, AgentOutcome> = BTreeMap::new();
@@ -338,12 +344,24 @@ pub async fn publish(
     })
 }
 
+/// A call's error: no connection at all, or what the daemon answered.
+fn call_failed(s: tonic::Status, answered: fn(String) -> ClientError) -> ClientError {
+    match s.code() {
+        // Cancelled: the connection was closed under the call, as an origin
+        // does after a TLS handshake with an id it does not pin.
+        tonic::Code::Unavailable | tonic::Code::Cancelled => {
+            ClientError::Unreachable(s.message().to_owned())
+        }
+        _ => answered(s.message().to_owned()),
+    }
+}
+
 /// The daemon's status report.
 pub async fn status(client: &mut ControlClient<Channel>) -> Result<Report, ClientError> {
     let reply = client
         .status(pb::StatusRequest {})
         .await
-        .map_err(|s| ClientError::Daemon(s.message().to_owned()))?
+        .map_err(|s| call_failed(s, ClientError::Daemon))?
         .into_inner();
     serde_json::from_slice(&reply.report_json).map_err(ClientError::BadReport)
 }

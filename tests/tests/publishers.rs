@@ -75,6 +75,12 @@ fn remote_publishers_need_a_pinned_id_and_every_publish_is_audited() {
     // An unpinned one is refused in the handshake, and the origin logs its id.
     let refused = remote(&mallory);
     assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("cannot reach the origin's control service")
+            && said.contains("your publisher id listed"),
+        "{said}"
+    );
     let log = net.origin_log_text();
     assert!(
         log.contains(&format!("peer_id={mallory_id}")) && log.contains("refused TLS publisher"),

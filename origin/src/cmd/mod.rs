@@ -84,7 +84,9 @@ pub fn run() -> ExitCode {
     result.unwrap_or_else(|e| {
         let code = hotpush_shared::daemon::report_failure("hotpush-origin", e.as_ref());
         match e.downcast_ref::<ClientError>() {
-            Some(ClientError::Unavailable { .. }) => ExitCode::from(EXIT_UNAVAILABLE),
+            Some(ClientError::Unavailable { .. } | ClientError::Unreachable(_)) => {
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
             _ => code,
         }
     })
