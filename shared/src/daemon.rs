@@ -214,13 +214,20 @@ pub async fn shutdown_signal() {
 }
 
 /// Middleware: one line per request, target `access`:
-/// `GET /path?query 200 1234` (status, then body bytes or `-`).
+/// `GET /path?query 200 1234 "user agent"` (status, then body bytes or
+/// `-`, then the User-Agent, so that dnf, the origin's crawler and a
+/// monitoring probe can be told apart).
 pub async fn access_log(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let method = request.method().clone();
     let uri = request.uri().clone();
+    let agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).replace('"', "'"))
+        .unwrap_or_else(|| "-".into());
     let response = next.run(request).await;
     let bytes = response
         .headers()
@@ -233,7 +240,7 @@ pub async fn access_log(
                 .map(|n| n.to_string())
         })
         .unwrap_or_else(|| "-".into());
-    tracing::info!(target: "access", "{method} {uri} {} {bytes}", response.status().as_u16());
+    tracing::info!(target: "access", "{method} {uri} {} {bytes} \"{agent}\"", response.status().as_u16());
     response
 }
 

@@ -282,6 +282,18 @@ pub struct Access {
     pub status: u16,
     /// Body bytes (`None` when logged as `-`).
     pub bytes: Option<u64>,
+    /// The User-Agent (`-` when none was sent).
+    pub user_agent: String,
+}
+
+/// What the origin's crawler names itself in User-Agent.
+pub const CRAWLER: &str = "(crawler)";
+
+impl Access {
+    /// Whether the origin's mirror crawler made this request, not a client.
+    pub fn is_crawler(&self) -> bool {
+        self.user_agent.contains(CRAWLER)
+    }
 }
 
 /// The access-log lines in `log`.
@@ -294,11 +306,16 @@ pub fn access_lines(log: &str) -> Vec<Access> {
             let uri = w.next()?.to_owned();
             let status = w.next()?.parse().ok()?;
             let bytes = w.next().and_then(|b| b.parse().ok());
+            let user_agent = rest
+                .split_once(" \"")
+                .map(|(_, ua)| ua.trim_end().trim_end_matches('"').to_owned())
+                .unwrap_or_else(|| "-".into());
             Some(Access {
                 method,
                 uri,
                 status,
                 bytes,
+                user_agent,
             })
         })
         .collect()
@@ -334,10 +351,19 @@ impl LogMark {
     pub fn access_since(&self) -> Vec<Access> {
         access_lines(&self.since())
     }
+
+    /// The access-log lines appended since the mark, but the origin
+    /// crawler's: what clients asked.
+    pub fn client_access_since(&self) -> Vec<Access> {
+        let mut lines = self.access_since();
+        lines.retain(|a| !a.is_crawler());
+        lines
+    }
 }
 
-/// `python3 -m http.server --bind <addr> <port> -d <dir>`: a plain static
-/// server that logs every request on stderr (to `log`). Killed on drop.
+/// Python's `http.server` serving `dir` on `addr`: a plain static server
+/// that logs every request on stderr (to `log`), with its User-Agent.
+/// Killed on drop.
 #[derive(Debug)]
 pub struct PyHttpServer {
     pub addr: SocketAddr,
@@ -354,10 +380,9 @@ impl PyHttpServer {
             .open(log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", log.display()));
         let child = Command::new("/usr/bin/python3")
-            .args(["-u", "-m", "http.server", "--bind"])
+            .args(["-u", "-c", PY_HTTP_SERVER])
             .arg(addr.ip().to_string())
             .arg(addr.port().to_string())
-            .arg("-d")
             .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -396,12 +421,15 @@ impl PyHttpServer {
         text
     }
 
-    /// The request lines logged so far (`"GET /… HTTP/1.1" 200 -`).
+    /// The request lines clients made so far
+    /// (`"GET /… HTTP/1.1" 200 - "user agent"`): the origin crawler's are
+    /// left out.
     pub fn requests(&self) -> Vec<String> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains("\"GET ") || l.contains("\"HEAD ") || l.contains("code "))
+            .filter(|l| !l.contains(CRAWLER))
             .map(str::to_owned)
             .collect()
     }
@@ -410,6 +438,19 @@ impl PyHttpServer {
         self.child.id()
     }
 }
+
+/// `http.server` as `python3 -m http.server --bind ADDR PORT -d DIR` runs
+/// it (IPv4 or IPv6), logging each request's User-Agent too.
+const PY_HTTP_SERVER: &str = r#"
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_request(self, code="-", size="-"):
+        agent = self.headers.get("User-Agent", "-").replace('"', "'")
+        self.log_message('"%s" %s %s "%s"', self.requestline, code, size, agent)
+bind, port, directory = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+http.server.test(HandlerClass=functools.partial(Handler, directory=directory),
+                 port=port, bind=bind)
+"#;
 
 impl Drop for PyHttpServer {
     fn drop(&mut self) {
