@@ -40,6 +40,7 @@ pub enum Command {
         repos: Vec<String>,
     },
     /// List registered agents.
+    #[command(after_help = "Example:\n  hotpush-origin -c /etc/hotpush/origin.toml agent list")]
     List,
     /// Unregister an agent (it leaves the metalink at once).
     #[command(after_help = "Example:\n  hotpush-origin agent remove mirror-a")]
