@@ -5,9 +5,8 @@
 
 use hotpush_shared::ack::Ack;
 use hotpush_shared::manifest::RepoName;
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use hotpush_shared::metrics::{build_info, encode, register};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every metric the agent exports.
 pub struct Metrics {
@@ -18,14 +17,6 @@ pub struct Metrics {
     not_public: IntCounterVec,
     swap_seconds: Histogram,
     flip_wait_seconds: Histogram,
-}
-
-fn register<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: M,
-) -> prometheus::Result<M> {
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
 }
 
 impl Metrics {
@@ -86,14 +77,12 @@ impl Metrics {
             )?,
             registry: r,
         };
-        let build = register(
+        build_info(
             &metrics.registry,
-            IntGaugeVec::new(
-                Opts::new("build_info", "The running hotpush-agent"),
-                &["version"],
-            )?,
+            "build_info",
+            "The running hotpush-agent",
+            env!("CARGO_PKG_VERSION"),
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Ok(metrics)
     }
 
@@ -127,8 +116,6 @@ impl Metrics {
 
     /// The exposition text and its content type.
     pub fn encode(&self) -> prometheus::Result<(String, String)> {
-        let encoder = TextEncoder::new();
-        let text = encoder.encode_to_string(&self.registry.gather())?;
-        Ok((text, encoder.format_type().to_owned()))
+        encode(&self.registry)
     }
 }

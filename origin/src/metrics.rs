@@ -4,11 +4,11 @@
 //! build info.
 
 use hotpush_shared::manifest::RepoName;
+use hotpush_shared::metrics::{build_info, encode, register};
 use hotpush_shared::name::AgentName;
 use hotpush_shared::push::{Event, EventKind, FailureKind};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::db::DrillRecord;
@@ -25,15 +25,6 @@ pub struct Metrics {
     drill_passed: IntGauge,
     drill_time: IntGauge,
     drill_last_pass_time: IntGauge,
-}
-
-/// Registers `metric` and hands it back.
-fn register<M: prometheus::core::Collector + Clone + 'static>(
-    registry: &Registry,
-    metric: M,
-) -> prometheus::Result<M> {
-    registry.register(Box::new(metric.clone()))?;
-    Ok(metric)
 }
 
 impl Metrics {
@@ -124,14 +115,12 @@ impl Metrics {
             )?,
             registry: r,
         };
-        let build = register(
+        build_info(
             &metrics.registry,
-            IntGaugeVec::new(
-                Opts::new("origin_build_info", "The running hotpush-origin"),
-                &["version"],
-            )?,
+            "origin_build_info",
+            "The running hotpush-origin",
+            env!("CARGO_PKG_VERSION"),
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Ok(metrics)
     }
 
@@ -186,8 +175,6 @@ impl Metrics {
 
     /// The exposition text and its content type.
     pub fn encode(&self) -> prometheus::Result<(String, String)> {
-        let encoder = TextEncoder::new();
-        let text = encoder.encode_to_string(&self.registry.gather())?;
-        Ok((text, encoder.format_type().to_owned()))
+        encode(&self.registry)
     }
 }

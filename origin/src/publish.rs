@@ -60,6 +60,7 @@ pub fn publish(
     allow_changed_paths: bool,
 ) -> Result<Publication, PublishError> {
     let limits = &origin.config.limits;
+    let started = std::time::Instant::now();
     let mut import = Import::new(&origin.store);
     let published = origin.latest(repo)?;
     let mut hashes = origin.db.hash_cache(dir, published.is_none())?;
@@ -70,6 +71,7 @@ pub fn publish(
         Some(&mut import),
         published.as_deref().map(|s| &s.manifest),
     )?;
+    let validate_ms = started.elapsed().as_millis() as u64;
     // validate_repo returns the files sorted by path, as a manifest lists them.
     let entries: Vec<Entry> = validated
         .files
@@ -102,10 +104,13 @@ pub fn publish(
         .repomd
         .max_timestamp()
         .unwrap_or(now_unix() as u64);
+    let stored_ms = started.elapsed().as_millis() as u64;
     let (record, snapshot, unchanged) = sign_version(origin, repo, entries, repomd_timestamp, who)?;
+    // Where a publish's time went, for an operator wondering why it is slow.
     tracing::info!(
         repo = %repo, version = record.version, files = snapshot.manifest.entries.len(), new_blobs,
-        unreferenced = validated.unreferenced.len(), who, "published"
+        unreferenced = validated.unreferenced.len(), who, validate_ms, stored_ms,
+        total_ms = started.elapsed().as_millis() as u64, "published"
     );
     Ok(Publication {
         record,

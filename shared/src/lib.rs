@@ -37,6 +37,7 @@ pub mod identity;
 pub mod limits;
 pub mod manifest;
 pub mod metalink;
+pub mod metrics;
 pub mod name;
 pub mod push;
 pub mod relpath;
