@@ -346,11 +346,18 @@ pub async fn publish(
 
 /// A call's error: no connection at all, or what the daemon answered.
 fn call_failed(s: tonic::Status, answered: fn(String) -> ClientError) -> ClientError {
+    // A status the daemon sent has no source; one made on this side from
+    // a failed connection has. An origin that refuses an unpinned
+    // publisher closes the connection after the TLS handshake, which the
+    // call sees as Unavailable, Cancelled or Unknown ("transport error")
+    // depending on timing.
+    let from_transport = std::error::Error::source(&s).is_some();
     match s.code() {
-        // Cancelled: the connection was closed under the call, as an origin
-        // does after a TLS handshake with an id it does not pin.
         tonic::Code::Unavailable | tonic::Code::Cancelled => {
             ClientError::Unreachable(s.message().to_owned())
+        }
+        tonic::Code::Unknown if from_transport => {
+            ClientError::Unreachable(hotpush_shared::daemon::describe_error(&s))
         }
         _ => answered(s.message().to_owned()),
     }

@@ -40,11 +40,7 @@ fn caller<T>(origin: &Origin, request: &Request<T>) -> String {
         .get::<tonic::transport::server::UdsConnectInfo>()
         .and_then(|info| info.peer_cred)
     {
-        let uid = cred.uid();
-        return match user_name(uid) {
-            Some(name) => format!("{name} (uid {uid})"),
-            None => format!("uid {uid}"),
-        };
+        return local_user(cred.uid());
     }
     match hotpush_shared::transport::peer_id(request) {
         Some(id) => {
@@ -60,12 +56,15 @@ fn caller<T>(origin: &Origin, request: &Request<T>) -> String {
     }
 }
 
-/// The login name of `uid`, from the password database.
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+/// A local user as the audit log names them: `alice (uid 1000)`.
+pub fn local_user(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map(|u| u.name)
+    {
+        Some(user) => format!("{} (uid {uid})", user.name),
+        None => format!("uid {uid}"),
+    }
 }
 
 fn to_status(e: PublishError) -> Status {

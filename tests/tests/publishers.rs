@@ -136,4 +136,20 @@ fn remote_publishers_need_a_pinned_id_and_every_publish_is_audited() {
         "{audit}"
     );
     assert!(!audit.contains("mallory"), "{audit}");
+    // Who receives pushes is audited too: the harness registered m0.
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("root (uid 0)\tagent-add\t")
+                && l.contains(&format!("m0 https://{}", net.agents[0].listen))),
+        "{audit}"
+    );
+    run_ok(net.origin_cmd().args(["agent", "remove", "m0"]));
+    let audit = run_ok(net.origin_cmd().arg("audit"));
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\tagent-remove\t") && l.ends_with("\tm0")),
+        "{audit}"
+    );
 }

@@ -74,7 +74,16 @@ pub fn run(config_path: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
                     .map(|r| RepoName::new(r))
                     .collect::<Result<_, _>>()?,
             };
+            let detail = format!(
+                "{} {} id {} public_url {} weight {weight} repos [{}]",
+                target.name,
+                target.endpoint,
+                target.peer_id,
+                target.public_url,
+                repos.join(" ")
+            );
             db.add_agent(&AgentRecord { target, weight })?;
+            audit(&db, "agent-add", &detail)?;
             println!("added agent {name}; a running origin starts pushing to it within a second");
         }
         Command::List => {
@@ -97,8 +106,17 @@ pub fn run(config_path: &Path, cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Remove { name } => {
             db.remove_agent(&name)?;
+            audit(&db, "agent-remove", &name)?;
             println!("removed agent {name}; it leaves the metalink now");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who may receive pushes is as sensitive as who may publish: changes to
+/// the partner list go into the audit log under the local user.
+fn audit(db: &Db, action: &str, detail: &str) -> anyhow::Result<()> {
+    let who = crate::control::local_user(nix::unistd::getuid().as_raw());
+    db.audit(&who, action, "", 0, "", detail)?;
+    Ok(())
 }

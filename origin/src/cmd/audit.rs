@@ -1,4 +1,4 @@
-//! `hotpush-origin audit`: who published what, when.
+//! `hotpush-origin audit`: who published what, and who changed the partner list, when.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::db::Db;
 
-/// Show the audit log of publishes (and refused publishes).
+/// Show the audit log: publishes, refused publishes, and partners added or removed.
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  hotpush-origin audit | tail")]
 pub struct Args {}
