@@ -8,6 +8,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     hotpush_shared::daemon::init_logging();
+    hotpush_shared::daemon::quiet_on_closed_stdout();
     hotpush_shared::identity::install_crypto_provider();
     hotpush_agent::cmd::run()
 }

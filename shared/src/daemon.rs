@@ -21,6 +21,28 @@ pub fn init_logging() {
         .init();
 }
 
+/// A command whose output is piped into `head` (or any reader that stops
+/// early) ends quietly with the shell's code for SIGPIPE, 141, instead of
+/// panicking with a backtrace. Rust ignores SIGPIPE, so the write fails
+/// with EPIPE and `println!` panics; resetting the signal would need
+/// `unsafe` and would also kill a client writing to a closed socket
+/// without a word. Other panics go to the default hook.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 /// A writer for one formatted log event: control characters other than the
 /// event's final newline (and the escape that starts a colour code) are
 /// written as `\xNN`, so an event is always exactly one line.

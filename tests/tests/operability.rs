@@ -362,3 +362,21 @@ fn a_publish_no_partner_carries_fails_at_once_and_says_why() {
         p.elapsed
     );
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let net = Network::builder().repo(REPO).start();
+    let mut child = net
+        .origin_cmd()
+        .arg("audit")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before the command writes, as `| head` does.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
