@@ -137,7 +137,6 @@ impl BlobStore {
         file.set_len(offset).map_err(io_err("truncate", &path))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(io_err("seek", &path))?;
-        reserve(&file, offset, size);
         Ok(PartialBlob {
             digest,
             size,
@@ -367,12 +366,10 @@ impl<'a> Import<'a> {
         self.digests.contains(digest) || self.store.has(digest)
     }
 
-    /// A temporary file for a blob of `size` bytes whose digest is not
-    /// known yet.
-    pub fn begin(&self, size: u64) -> Result<Staging, StoreError> {
+    /// A temporary file for a blob whose digest is not known yet.
+    pub fn begin(&self) -> Result<Staging, StoreError> {
         let path = tempfile_in(&self.store.tmp)?;
         let file = File::create(&path).map_err(io_err("create", &path))?;
-        reserve(&file, 0, size);
         Ok(Staging {
             path,
             writer: Some(io::BufWriter::with_capacity(256 * 1024, file)),
@@ -404,7 +401,7 @@ impl<'a> Import<'a> {
     pub fn add_bytes(&mut self, data: &[u8]) -> Result<Sha256Digest, StoreError> {
         let digest = Sha256Digest::of(data);
         if !self.has(&digest) {
-            let mut staging = self.begin(data.len() as u64)?;
+            let mut staging = self.begin()?;
             staging
                 .write_all(data)
                 .map_err(io_err("write", &staging.path))?;
@@ -450,23 +447,6 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 fn read_only(file: &File, path: &Path) -> Result<(), StoreError> {
     file.set_permissions(fs::Permissions::from_mode(0o444))
         .map_err(io_err("chmod", path))
-}
-
-/// Reserves bytes `from..size` of `file` at once, so the filesystem
-/// allocates them in one go rather than on every write (about a third less
-/// system CPU per byte written on ext4; docs/PERFORMANCE.md). KEEP_SIZE
-/// leaves the length at what was written, which resuming a partial blob
-/// relies on. Best effort: without fallocate, space is allocated as the
-/// writes come.
-fn reserve(file: &File, from: u64, size: u64) {
-    if size > from {
-        let _ = rustix::fs::fallocate(
-            file,
-            rustix::fs::FallocateFlags::KEEP_SIZE,
-            from,
-            size - from,
-        );
-    }
 }
 
 fn tempfile_in(dir: &Path) -> Result<PathBuf, StoreError> {
@@ -628,29 +608,6 @@ mod tests {
     }
 
     #[test]
-    fn space_is_reserved_but_a_partial_blob_resumes_from_what_was_written() {
-        use std::os::unix::fs::MetadataExt;
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
-        let data = vec![7u8; 1 << 20];
-        let digest = Sha256Digest::of(&data);
-        let mut p = store.begin(digest, data.len() as u64, 0).unwrap();
-        p.write_chunk(0, &data[..1000]).unwrap();
-        p.suspend().unwrap();
-        // The length is what arrived, whatever was reserved behind it.
-        assert_eq!(store.partial_len(&digest), 1000);
-        let reserved = fs::metadata(store.partial_path(&digest)).unwrap().blocks() * 512;
-        assert!(
-            reserved >= data.len() as u64 || reserved < 64 * 1024,
-            "either reserved whole or not at all (no fallocate here): {reserved}"
-        );
-        let mut p = store.begin(digest, data.len() as u64, 1000).unwrap();
-        p.write_chunk(1000, &data[1000..]).unwrap();
-        store.install(vec![p.finish().unwrap()]).unwrap();
-        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
-    }
-
-    #[test]
     fn refuses_wrong_content_and_short_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
@@ -696,7 +653,7 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap();
         let mut import = Import::new(&store);
         let d = import.add_bytes(b"refused").unwrap();
-        let mut staging = import.begin(0).unwrap();
+        let mut staging = import.begin().unwrap();
         staging.write_all(b"half").unwrap();
         drop(staging);
         drop(import);

@@ -149,11 +149,7 @@ impl Validator<'_, '_> {
         let mut hashers = MultiHasher::new(extra);
         let needs_storing = |i: &Import<'_>| store_unless.is_none_or(|d| !i.has(d));
         let mut staging = match self.import.as_deref() {
-            // Space is reserved for what the file says it holds, never
-            // beyond a blob's limit (a sparse file must not fill the disk).
-            Some(i) if needs_storing(i) => {
-                Some(i.begin(stat.size.min(self.limits.max_blob_bytes))?)
-            }
+            Some(i) if needs_storing(i) => Some(i.begin()?),
             _ => None,
         };
         let mut tee = Tee {
