@@ -234,19 +234,7 @@ repos = [{repos}]
 
 # Bounds on what peers can make this agent hold open; the defaults suit a
 # LimitNOFILE of 65536 (deploy/systemd/hotpush-agent.service).
-# [connections]
-# max_http_connections = 4096
-# max_http_connections_per_address = 256
-# http_header_timeout_secs = 10
-# max_tls_handshakes = 256
-# max_tls_handshakes_per_address = 32
-# tls_handshake_timeout_secs = 5
-# max_connections_per_peer = 4
-# max_streams_per_connection = 16
-# max_unverified_offer_bytes = 50331648
-# push_idle_timeout_secs = 60
-# reserved_fds = 512
-"#,
+{connections}"#,
         http = if http.is_empty() {
             String::new()
         } else {
@@ -255,6 +243,20 @@ repos = [{repos}]
         ids = list(origin_ids),
         keys = list(origin_keys),
         repos = list(repos),
+        connections = ConnLimits::commented_defaults(&[
+            "max_http_connections",
+            "max_http_connections_per_address",
+            "http_header_timeout_secs",
+            "max_tls_handshakes",
+            "max_tls_handshakes_per_address",
+            "tls_handshake_timeout_secs",
+            "max_connections_per_peer",
+            "max_streams_per_connection",
+            "max_unverified_offer_bytes",
+            "push_idle_timeout_secs",
+            "keepalive_secs",
+            "reserved_fds",
+        ]),
     )
 }
 

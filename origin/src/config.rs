@@ -302,17 +302,19 @@ http_listen = ["{http_listen}"]
 
 # Bounds on what peers can make the origin hold open; the defaults suit a
 # LimitNOFILE of 65536 (deploy/systemd/hotpush-origin.service).
-# [connections]
-# max_http_connections = 4096
-# max_http_connections_per_address = 256
-# http_header_timeout_secs = 10
-# max_tls_handshakes = 256
-# max_tls_handshakes_per_address = 32
-# tls_handshake_timeout_secs = 5
-# max_connections_per_peer = 4
-# max_streams_per_connection = 16
-# keepalive_secs = 20
-"#
+{connections}"#,
+        connections = ConnLimits::commented_defaults(&[
+            "max_http_connections",
+            "max_http_connections_per_address",
+            "http_header_timeout_secs",
+            "max_tls_handshakes",
+            "max_tls_handshakes_per_address",
+            "tls_handshake_timeout_secs",
+            "max_connections_per_peer",
+            "max_streams_per_connection",
+            "keepalive_secs",
+            "reserved_fds",
+        ]),
     )
 }
 

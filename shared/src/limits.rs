@@ -115,6 +115,23 @@ impl Default for ConnLimits {
 }
 
 impl ConnLimits {
+    /// The `[connections]` table with the default value of each of `keys`,
+    /// commented out, for the config templates `init` writes: the values
+    /// come from [`ConnLimits::default`], so the two cannot drift apart.
+    pub fn commented_defaults(keys: &[&str]) -> String {
+        let table = toml::to_string(&Self::default()).unwrap_or_default();
+        let mut out = String::from("# [connections]\n");
+        for key in keys {
+            let line = table.lines().find(|l| l.split(" = ").next() == Some(key));
+            if let Some(line) = line {
+                out.push_str("# ");
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Descriptors these caps may use at once, plus the reserve: what
     /// `LimitNOFILE` must allow. `peers` is how many pinned peers may connect.
     pub fn descriptors_needed(&self, peers: usize) -> usize {
@@ -154,6 +171,22 @@ impl ConnLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commented_defaults_are_the_defaults_and_parse_back() {
+        let text = ConnLimits::commented_defaults(&["max_http_connections", "reserved_fds"]);
+        assert_eq!(
+            text,
+            "# [connections]\n# max_http_connections = 4096\n# reserved_fds = 512\n"
+        );
+        let uncommented: String = text.lines().map(|l| format!("{}\n", &l[2..])).collect();
+        #[derive(serde::Deserialize)]
+        struct File {
+            connections: ConnLimits,
+        }
+        let parsed: File = toml::from_str(&uncommented).unwrap();
+        assert_eq!(parsed.connections, ConnLimits::default());
+    }
 
     #[test]
     fn caps_shrink_to_fit_the_descriptor_limit_and_keep_the_reserve() {
