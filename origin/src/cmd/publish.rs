@@ -118,6 +118,18 @@ pub async fn publish_and_wait(
     })
 }
 
+/// What a partner is doing in `phase`, in the words both the bars and the
+/// plain lines use.
+fn doing(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Connecting => "verifying",
+        Phase::Sending => "sending",
+        Phase::Committing => "sent, staging",
+        Phase::Staged => "staged, waiting for the flip",
+        Phase::Flipping => "flipping",
+    }
+}
+
 /// Progress bars, one per partner: bytes, rate, and what it is doing.
 #[derive(Default)]
 struct Bars {
@@ -164,13 +176,7 @@ impl Bars {
                     }
                     bar.set_length(bytes_wanted);
                     bar.set_position(bytes_sent);
-                    bar.set_message(match phase {
-                        Phase::Connecting => "verifying",
-                        Phase::Sending => "sending",
-                        Phase::Committing => "sent, staging",
-                        Phase::Staged => "staged, waiting for the flip",
-                        Phase::Flipping => "flipping",
-                    });
+                    bar.set_message(doing(phase));
                 }
             }
             Update::Acked { agent, outcome } => {
@@ -270,12 +276,11 @@ impl Printer {
                     .last
                     .get(agent)
                     .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                // Every change of phase, but sending at most once a second.
                 let verb = match phase {
-                    Phase::Committing => "sent, staging",
-                    Phase::Staged => "staged, waiting for the flip",
-                    Phase::Flipping => "flipping",
-                    Phase::Sending if due => "sending",
-                    _ => return,
+                    Phase::Connecting => return,
+                    Phase::Sending if !due => return,
+                    _ => doing(phase),
                 };
                 if bytes_wanted > 0 {
                     println!("  {agent}: {bytes_sent} of {bytes_wanted} bytes {verb}");
