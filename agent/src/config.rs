@@ -243,20 +243,7 @@ repos = [{repos}]
         ids = list(origin_ids),
         keys = list(origin_keys),
         repos = list(repos),
-        connections = ConnLimits::commented_defaults(&[
-            "max_http_connections",
-            "max_http_connections_per_address",
-            "http_header_timeout_secs",
-            "max_tls_handshakes",
-            "max_tls_handshakes_per_address",
-            "tls_handshake_timeout_secs",
-            "max_connections_per_peer",
-            "max_streams_per_connection",
-            "max_unverified_offer_bytes",
-            "push_idle_timeout_secs",
-            "keepalive_secs",
-            "reserved_fds",
-        ]),
+        connections = ConnLimits::commented_defaults(&[]),
     )
 }
 

@@ -303,18 +303,7 @@ http_listen = ["{http_listen}"]
 # Bounds on what peers can make the origin hold open; the defaults suit a
 # LimitNOFILE of 65536 (deploy/systemd/hotpush-origin.service).
 {connections}"#,
-        connections = ConnLimits::commented_defaults(&[
-            "max_http_connections",
-            "max_http_connections_per_address",
-            "http_header_timeout_secs",
-            "max_tls_handshakes",
-            "max_tls_handshakes_per_address",
-            "tls_handshake_timeout_secs",
-            "max_connections_per_peer",
-            "max_streams_per_connection",
-            "keepalive_secs",
-            "reserved_fds",
-        ]),
+        connections = ConnLimits::commented_defaults(ConnLimits::AGENT_ONLY),
     )
 }
 

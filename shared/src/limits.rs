@@ -115,15 +115,15 @@ impl Default for ConnLimits {
 }
 
 impl ConnLimits {
-    /// The `[connections]` table with the default value of each of `keys`,
-    /// commented out, for the config templates `init` writes: the values
-    /// come from [`ConnLimits::default`], so the two cannot drift apart.
-    pub fn commented_defaults(keys: &[&str]) -> String {
+    /// The `[connections]` table with every default but those named in
+    /// `skip`, commented out, for the config templates `init` writes: the
+    /// values come from [`ConnLimits::default`], so the two cannot drift.
+    pub fn commented_defaults(skip: &[&str]) -> String {
         let table = toml::to_string(&Self::default()).unwrap_or_default();
         let mut out = String::from("# [connections]\n");
-        for key in keys {
-            let line = table.lines().find(|l| l.split(" = ").next() == Some(key));
-            if let Some(line) = line {
+        for line in table.lines() {
+            let key = line.split(" = ").next().unwrap_or_default();
+            if !line.is_empty() && !skip.contains(&key) {
                 out.push_str("# ");
                 out.push_str(line);
                 out.push('\n');
@@ -131,6 +131,10 @@ impl ConnLimits {
         }
         out
     }
+
+    /// The bounds only an agent applies (on pushes it receives).
+    pub const AGENT_ONLY: &'static [&'static str] =
+        &["max_unverified_offer_bytes", "push_idle_timeout_secs"];
 
     /// Descriptors these caps may use at once, plus the reserve: what
     /// `LimitNOFILE` must allow. `peers` is how many pinned peers may connect.
@@ -174,11 +178,10 @@ mod tests {
 
     #[test]
     fn commented_defaults_are_the_defaults_and_parse_back() {
-        let text = ConnLimits::commented_defaults(&["max_http_connections", "reserved_fds"]);
-        assert_eq!(
-            text,
-            "# [connections]\n# max_http_connections = 4096\n# reserved_fds = 512\n"
-        );
+        let text = ConnLimits::commented_defaults(ConnLimits::AGENT_ONLY);
+        assert!(text.starts_with("# [connections]\n# max_http_connections = 4096\n"));
+        assert!(!text.contains("push_idle_timeout_secs"), "{text}");
+        assert!(text.contains("# reserved_fds = 512\n"), "{text}");
         let uncommented: String = text.lines().map(|l| format!("{}\n", &l[2..])).collect();
         #[derive(serde::Deserialize)]
         struct File {
@@ -186,6 +189,8 @@ mod tests {
         }
         let parsed: File = toml::from_str(&uncommented).unwrap();
         assert_eq!(parsed.connections, ConnLimits::default());
+        let every = ConnLimits::commented_defaults(&[]);
+        assert!(every.contains("# push_idle_timeout_secs = 60\n"), "{every}");
     }
 
     #[test]
