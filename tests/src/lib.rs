@@ -976,6 +976,20 @@ impl Network {
         Ok(String::from_utf8(body)?)
     }
 
+    /// The metalink of `repo`, and the names of the agents it lists
+    /// (sorted).
+    pub fn listed(&self, repo: &str) -> (Vec<String>, Metalink) {
+        let m = Metalink::parse(&self.metalink(repo).expect("GET the metalink"));
+        let mut names: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|a| m.urls.contains(&a.repomd_url(repo)))
+            .map(|a| a.name.clone())
+            .collect();
+        names.sort();
+        (names, m)
+    }
+
     /// The origin's log so far, without colour codes.
     pub fn origin_log_text(&self) -> String {
         strip_ansi(&std::fs::read_to_string(&self.origin_log).unwrap_or_default())

@@ -244,18 +244,6 @@ fn pushing_phase(net: &Network, i: usize, repo: &str) -> Option<String> {
     mirror["pushing"]["phase"].as_str().map(str::to_owned)
 }
 
-fn listed(net: &Network, repo: &str) -> (Vec<String>, Metalink) {
-    let m = Metalink::parse(&net.metalink(repo).unwrap());
-    let mut names: Vec<String> = net
-        .agents
-        .iter()
-        .filter(|a| m.urls.contains(&a.repomd_url(repo)))
-        .map(|a| a.name.clone())
-        .collect();
-    names.sort();
-    (names, m)
-}
-
 fn flipped_ms(net: &Network, repo: &str, agent: &str, version: u64) -> Option<u64> {
     let pushes = net.last_pushes(repo);
     let p = pushes.get(agent)?;
@@ -289,7 +277,7 @@ fn a_stalled_mirror_holds_the_others_back_at_most_stage_wait_and_is_not_listed()
     let v2 = version_dir(2);
     let p = net.publish(REPO, &v2, &["--json", "--wait", "2", "--timeout", "30"]);
     assert_eq!(p.code, 0, "{p:#?}");
-    let (names, m) = listed(&net, REPO);
+    let (names, m) = net.listed(REPO);
     assert_eq!(
         names,
         ["m0", "m1"],
@@ -317,7 +305,7 @@ fn a_stalled_mirror_holds_the_others_back_at_most_stage_wait_and_is_not_listed()
         "m0 flipped without waiting for m2's 8 s stall ({first} vs {late})"
     );
     hotpush_tests::wait_until("m2 listed again", Duration::from_secs(10), || {
-        (listed(&net, REPO).0.len() == 3).then_some(())
+        (net.listed(REPO).0.len() == 3).then_some(())
     });
 
     // m2 staged, then froze before the flip (died, partitioned).
@@ -336,7 +324,7 @@ fn a_stalled_mirror_holds_the_others_back_at_most_stage_wait_and_is_not_listed()
     let m2 = net.agents[2].pid().unwrap().to_string();
     hotpush_tests::run_ok(Command::new("kill").args(["-STOP", &m2]));
     let code = publish.wait().unwrap();
-    let (names, m) = listed(&net, REPO);
+    let (names, m) = net.listed(REPO);
     hotpush_tests::run_ok(Command::new("kill").args(["-CONT", &m2]));
     assert!(code.success(), "publish --wait 2 with m2 frozen: {code}");
     assert_eq!(
@@ -350,6 +338,6 @@ fn a_stalled_mirror_holds_the_others_back_at_most_stage_wait_and_is_not_listed()
     );
     // Thawed, it flips (or is pushed again) and is listed once it acks.
     hotpush_tests::wait_until("m2 listed on v3", Duration::from_secs(30), || {
-        (listed(&net, REPO).0.len() == 3).then_some(())
+        (net.listed(REPO).0.len() == 3).then_some(())
     });
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use hotpush_tests::dnf::{self, DnfRoot};
 use hotpush_tests::nginx::{self, Nginx};
-use hotpush_tests::{
-    AgentSpec, Metalink, Network, Signal, fixture, free_port, http_get, wait_until,
-};
+use hotpush_tests::{AgentSpec, Network, Signal, fixture, free_port, http_get, wait_until};
 
 const REPO: &str = "ops/x86_64";
 
@@ -27,18 +25,6 @@ fn version(root: &Path, v: u64) -> std::path::PathBuf {
         1_700_000_000 + v,
     );
     dir
-}
-
-fn listed(net: &Network) -> Vec<String> {
-    let m = Metalink::parse(&net.metalink(REPO).unwrap());
-    let mut names: Vec<String> = net
-        .agents
-        .iter()
-        .filter(|a| m.urls.contains(&a.repomd_url(REPO)))
-        .map(|a| a.name.clone())
-        .collect();
-    names.sort();
-    names
 }
 
 fn mirror_status(net: &Network, agent: &str) -> serde_json::Value {
@@ -87,7 +73,7 @@ fn the_crawler_takes_a_dead_or_stale_front_end_out_and_brings_it_back() {
     let v2 = version(&net.root, 2);
     assert_eq!(net.publish(REPO, &v2, &["--timeout", "20"]).code, 0);
     wait_until("all three listed", Duration::from_secs(10), || {
-        (listed(&net) == ["m0", "m1", "m2"]).then_some(())
+        (net.listed(REPO).0 == ["m0", "m1", "m2"]).then_some(())
     });
     // The bound: one interval, plus the fetch timeout, plus a rebuild.
     let bound = Duration::from_secs_f64(interval) + Duration::from_secs(5 + 2);
@@ -96,7 +82,7 @@ fn the_crawler_takes_a_dead_or_stale_front_end_out_and_brings_it_back() {
     drop(nginx.take());
     let t = Instant::now();
     wait_until("m2 to leave the metalink", bound, || {
-        (listed(&net) == ["m0", "m1"]).then_some(())
+        (net.listed(REPO).0 == ["m0", "m1"]).then_some(())
     });
     let out_after = t.elapsed();
     let m2 = mirror_status(&net, "m2");
@@ -127,7 +113,7 @@ fn the_crawler_takes_a_dead_or_stale_front_end_out_and_brings_it_back() {
     wait_until("the crawler to see the stale copy", bound, || {
         (mirror_status(&net, "m2")["front_end"]["result"] == "stale").then_some(())
     });
-    assert_eq!(listed(&net), ["m0", "m1"], "a stale mirror stays out");
+    assert_eq!(net.listed(REPO).0, ["m0", "m1"], "a stale mirror stays out");
     let detail = mirror_status(&net, "m2")["front_end"]["detail"].clone();
     assert!(
         detail.as_str().unwrap().contains("stale front end"),
@@ -143,7 +129,7 @@ fn the_crawler_takes_a_dead_or_stale_front_end_out_and_brings_it_back() {
     );
     let t = Instant::now();
     wait_until("m2 back in the metalink", bound, || {
-        (listed(&net) == ["m0", "m1", "m2"]).then_some(())
+        (net.listed(REPO).0 == ["m0", "m1", "m2"]).then_some(())
     });
     println!(
         "REPORT crawler: dead front end out after {out_after:?}, restored one back after {:?} (crawl_interval {interval} s)",
