@@ -350,6 +350,19 @@ fn dnf_falls_over_when_the_first_listed_mirror_dies() {
     hello_repo(&src, &["1"]);
     publish(&net, REPO, &src, "all", &["m0", "m1", "m2"]);
     wait_metalink(&net, REPO, &src, &[0, 1, 2]);
+    // Each ack sets off a crawl (200 ms later). Let the crawls after these
+    // acks finish while m0 still answers: with the interval an hour, none
+    // follows, and the dead m0 stays listed.
+    hotpush_tests::wait_until("the crawls after the acks", Duration::from_secs(15), || {
+        let status = net.status();
+        let crawled = status["agents"].as_array()?.iter().all(|a| {
+            a["mirrors"]
+                .as_array()
+                .is_some_and(|ms| ms.iter().all(|m| m["front_end"]["result"] == "serving"))
+        });
+        crawled.then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
     let first = net.agents[0].repomd_url(REPO);
     for _ in 0..5 {
         let m = Metalink::parse(&net.metalink(REPO).expect("metalink"));
