@@ -177,6 +177,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_systemd_units_allow_the_default_caps() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+        for unit in ["hotpush-origin.service", "hotpush-agent.service"] {
+            let text = std::fs::read_to_string(deploy.join(unit)).unwrap();
+            let limit: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("LimitNOFILE="))
+                .unwrap_or_else(|| panic!("{unit} sets no LimitNOFILE"))
+                .trim()
+                .parse()
+                .unwrap();
+            // A dozen pinned peers (origins or publishers) is generous.
+            let needed = ConnLimits::default().descriptors_needed(12);
+            assert!(limit >= needed, "{unit}: LimitNOFILE={limit} < {needed}");
+        }
+    }
+
+    #[test]
     fn commented_defaults_are_the_defaults_and_parse_back() {
         let text = ConnLimits::commented_defaults(ConnLimits::AGENT_ONLY);
         assert!(text.starts_with("# [connections]\n# max_http_connections = 4096\n"));

@@ -319,6 +319,23 @@ fn agent_doctor_checks_what_clients_get_and_says_what_to_fix() {
             "doctor output lacks {needle:?}:\n{text}"
         );
     }
+    // Under a descriptor limit below what the caps need (a host that never
+    // raised LimitNOFILE), doctor warns and names the fix.
+    let low = hotpush_tests::run(
+        Command::new("prlimit")
+            .args(["--nofile=1024", "--"])
+            .arg(hotpush_tests::bin("hotpush-agent"))
+            .arg("doctor")
+            .arg("-c")
+            .arg(&net.agents[0].config),
+    );
+    let text_low = String::from_utf8_lossy(&low.stdout);
+    assert!(
+        text_low.contains("WARN")
+            && text_low.contains("the descriptor limit is 1024")
+            && text_low.contains("LimitNOFILE"),
+        "{text_low}"
+    );
     // Its server gone, the public URL no longer answers.
     net.stop_agent(0, Signal::Term);
     let (code, text) = doctor(&net);
