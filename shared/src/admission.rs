@@ -203,6 +203,23 @@ impl Drop for Busy {
     }
 }
 
+/// The next connection on `listener`. A failed accept (EMFILE and
+/// friends) is logged and retried after a short pause: the descriptors
+/// come back as connections end.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(conn) => return conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// The key connections from `ip` are counted under: the address itself for
 /// IPv4 (and IPv4-mapped IPv6), its /64 for IPv6, where one host commonly
 /// holds a whole /64.

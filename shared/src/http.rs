@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::admission::{Busy, Gate, PerKey, address_key};
+use crate::admission::{Busy, Gate, PerKey, accept, address_key};
 use crate::limits::ConnLimits;
 
 /// How long a connection that was asked to close may take to finish the
@@ -67,15 +67,7 @@ async fn accept_loop(
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: back off, the descriptors come back.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = accept(&listener) => accepted,
         };
         // Refused: dropping the socket closes it at once, so a flood costs
         // us one descriptor per connection for microseconds.

@@ -75,15 +75,7 @@ pub fn tls_incoming(
             loop {
                 let (tcp, addr) = tokio::select! {
                     _ = tx.closed() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            // EMFILE and friends: back off, the descriptors come back.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    accepted = crate::admission::accept(&listener) => accepted,
                 };
                 let Ok(pass) = handshakes.admit(address_key(addr.ip())) else {
                     if let Some(more) = throttle.allow() {
