@@ -1,7 +1,8 @@
 //! The core promise with the whole network in this test process: an origin
 //! and three agents (one on IPv6) started as libraries, real mutual TLS over
-//! loopback sockets. The same checks as core.rs's process-based test, at a
-//! fraction of its cost.
+//! loopback sockets. The same checks as core.rs's process-based test, with
+//! no prior build of the binaries and no log or port polling: what a relay
+//! or a new subcommand can be tested with, calling the libraries directly.
 
 #![allow(clippy::unwrap_used)] // a test file: a panic is the failure report
 
