@@ -357,7 +357,7 @@ fn agent_sigkill_while_receiving_resumes_from_the_offset_and_serves_old_or_new()
     };
     publish_ok(&net, &prev, &[]);
 
-    // (stage, nth hit): a fresh 8 MiB package (8 chunks of 1 MiB) plus new
+    // (stage, nth hit): a fresh 8 MiB package (32 chunks of 256 KiB) plus new
     // repodata each time.
     let plan: &[(&str, usize)] = &[
         ("receive::chunk_written", 2),
