@@ -4,8 +4,9 @@
 //! A [`Network`] lives in one temp dir: the origin's config and state, one
 //! directory per agent (its config, TLS identity, data and served tree) and a
 //! log file per process. Every child process is killed when the `Network` is
-//! dropped; when a test panics, the tail of every log is printed first, and
-//! `HOTPUSH_KEEP_TEST_DIR=1` keeps the whole directory for a post-mortem.
+//! dropped; when a test panics, the tail of every log is printed first.
+//! `HOTPUSH_KEEP_TEST_DIR=1` keeps the whole directory for a post-mortem
+//! (of a failure, or of a benchmark's run).
 //!
 //! Plain synchronous Rust: `std::process` for the daemons and the CLI,
 //! `curl` for HTTP, `tests/rpm-fixtures.sh` for packages and repodata.
@@ -1024,11 +1025,11 @@ impl Drop for Network {
         }
         if std::thread::panicking() {
             self.dump_logs();
-            if std::env::var_os("HOTPUSH_KEEP_TEST_DIR").is_some()
-                && let Some(dir) = self.dir.take()
-            {
-                eprintln!("kept the test dir {}", dir.keep().display());
-            }
+        }
+        if std::env::var_os("HOTPUSH_KEEP_TEST_DIR").is_some()
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("kept the test dir {}", dir.keep().display());
         }
     }
 }
