@@ -350,19 +350,17 @@ impl Db {
         })
     }
 
-    /// The newest `limit` versions of `repo`, newest first.
-    pub fn versions(&self, repo: &str, limit: usize) -> Result<Vec<VersionRecord>, DbError> {
+    /// The newest version of `repo`, with its signed manifest (at 100,000
+    /// files ~8 MB: lists of versions come without, from `version_infos`).
+    pub fn latest(&self, repo: &str) -> Result<Option<VersionRecord>, DbError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT ?2",
+            "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT 1",
         )?;
-        let rows = stmt.query_map(params![repo, limit as i64], Self::version_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// The newest version of `repo`.
-    pub fn latest(&self, repo: &str) -> Result<Option<VersionRecord>, DbError> {
-        Ok(self.versions(repo, 1)?.into_iter().next())
+        Ok(stmt
+            .query_map(params![repo], Self::version_row)?
+            .next()
+            .transpose()?)
     }
 
     /// The newest `limit` versions of `repo`, newest first, without their

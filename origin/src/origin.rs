@@ -110,11 +110,11 @@ impl Origin {
         let Some(info) = self.db.version_infos(repo.as_str(), 1)?.pop() else {
             return Ok(None);
         };
-        if let Some(s) = self
-            .latest
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(repo)
+        // Held while decoding: the reconcilers of every agent ask at once
+        // (at start-up, after a publish), and each decoded its own copy of
+        // a manifest that is ~8 MB at 100,000 files.
+        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = cache.get(repo)
             && s.version() == info.version
             && s.digest == info.manifest_digest
         {
@@ -123,7 +123,6 @@ impl Origin {
         let Some(record) = self.db.version(repo.as_str(), info.version)? else {
             return Ok(None);
         };
-        let mut cache = self.latest.lock().unwrap_or_else(|p| p.into_inner());
         let snapshot =
             Arc::new(
                 record
@@ -138,7 +137,6 @@ impl Origin {
         Ok(Some(snapshot))
     }
 
-    /// A new version of `repo` exists: wake its reconcilers.
     pub fn announce(&self, snapshot: Arc<Snapshot>) {
         let (repo, version) = (snapshot.repo().clone(), snapshot.version());
         self.latest
