@@ -8,6 +8,7 @@
 //! be held whole. [`Walker`] reads through [`EventBound`], which fails the
 //! read once one event has consumed more than [`MAX_EVENT_BYTES`].
 
+use std::borrow::Cow;
 use std::io::{self, BufRead, Read};
 
 use quick_xml::Reader;
@@ -57,10 +58,14 @@ pub enum Step<'b> {
     Close {
         depth: usize,
     },
-    /// Text, CDATA or a resolved reference inside the current element.
-    Text(String),
+    /// Text, CDATA or a resolved reference inside the current element,
+    /// borrowed from the reader's buffer: most text (descriptions, the
+    /// whitespace between elements) is skipped, and copying every piece
+    /// cost an allocation per event over 96 MB of a 100,000-package
+    /// primary.xml.
+    Text(Cow<'b, str>),
     /// A comment (MirrorManager puts error messages in one).
-    Comment(String),
+    Comment(Cow<'b, str>),
     Eof,
     Other,
 }
@@ -184,13 +189,13 @@ impl<R: BufRead> Walker<R> {
                 self.depth = self.depth.saturating_sub(1);
                 Step::Close { depth }
             }
-            Event::Text(t) => Step::Text(t.xml10_content().into_owned()),
-            Event::CData(t) => Step::Text(t.xml10_content().into_owned()),
+            Event::Text(t) => Step::Text(t.xml10_content()),
+            Event::CData(t) => Step::Text(t.xml10_content()),
             Event::GeneralRef(r) => match resolve_reference(&r) {
-                Some(s) => Step::Text(s),
+                Some(s) => Step::Text(Cow::Owned(s)),
                 None => return Err(XmlError::UnknownEntity((*r).to_owned())),
             },
-            Event::Comment(t) => Step::Comment(t.xml10_content().into_owned()),
+            Event::Comment(t) => Step::Comment(t.xml10_content()),
             Event::Eof => {
                 if self.depth != 0 {
                     return Err(XmlError::Truncated);

@@ -139,7 +139,7 @@ pub fn parse_metalink(xml: &str) -> Result<ParsedMetalink, MetalinkError> {
             }
             Step::Comment(t) => {
                 if stack.len() == 1 && comment.is_none() {
-                    comment = Some(t);
+                    comment = Some(t.into_owned());
                 }
                 continue;
             }
