@@ -141,6 +141,11 @@ impl Workload {
 pub const METALINK_PUBLISHES: usize = 16;
 /// Publishes of each tree before peak memory is read.
 pub const RSS_PUBLISHES: usize = 12;
+/// How long after a publish current RSS is read: longer than the daemons'
+/// jemalloc takes to hand freed pages back (`dirty_decay_ms` 1000 in
+/// `.cargo/config.toml`), so the reading is what stays, not garbage of
+/// the publish just done. Peaks (VmHWM) are unaffected.
+const RSS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The tools compared with hotpush, in column order.
 const BASELINES: [Tool; 4] = [
@@ -642,12 +647,14 @@ impl<'a> Bench<'a> {
                 } else {
                     progress(&format!("{name} run {run}: publish {n}: {}", secs(t)));
                 }
-                if n == 1 {
+                if rss && n == 1 {
+                    std::thread::sleep(RSS_SETTLE);
                     mem_first = hp.memory()?;
                 }
                 if n == RSS_PUBLISHES
                     && let Some(r) = rss_row.as_mut()
                 {
+                    std::thread::sleep(RSS_SETTLE);
                     r.first.push(mem_first);
                     r.last.push(hp.memory()?);
                 }
@@ -794,6 +801,12 @@ fn notes(bin_dir: &str) -> Vec<String> {
             metalink::THREADS,
             metalink::CONNECTIONS,
             metalink::TIMEOUT_SECS
+        ),
+        format!(
+            "memory: peaks are VmHWM over the whole series; current RSS is read {} s after \
+             publish 1 and publish {RSS_PUBLISHES}, once jemalloc has handed back what the \
+             publish freed.",
+            RSS_SETTLE.as_secs()
         ),
     ]
 }
