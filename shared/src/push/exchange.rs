@@ -229,31 +229,40 @@ pub async fn push(
         In::Want(w) => w,
         In::Staged(_) => return Err(PushFailure::Protocol("Staged before any blob".into())),
     };
-    let sizes: HashMap<Sha256Digest, u64> = snapshot
-        .manifest
-        .entries
-        .iter()
-        .map(|e| (e.sha256, e.size))
-        .collect();
     // The agent's own limit: 64 KiB from agents too old to say.
     let chunk = match wanted.max_chunk_bytes {
         0 => OLD_AGENT_CHUNK_BYTES,
         max => CHUNK_BYTES.min(usize::try_from(max).unwrap_or(usize::MAX)),
     };
-    let mut plan = Vec::with_capacity(wanted.blobs.len());
-    for w in wanted.blobs {
+    // Sizes of the wanted blobs only, in one pass over the manifest: a map
+    // of every entry per push was O(tree) memory for an O(change) answer.
+    let mut sizes: HashMap<Sha256Digest, Option<u64>> = HashMap::with_capacity(wanted.blobs.len());
+    let mut order = Vec::with_capacity(wanted.blobs.len());
+    for w in &wanted.blobs {
         let d = Sha256Digest::from_slice(&w.digest).map_err(|e| PushFailure::UnknownWant(e.0))?;
-        let size = *sizes
+        sizes.insert(d, None);
+        order.push((d, w.offset));
+    }
+    for e in &snapshot.manifest.entries {
+        if let Some(size) = sizes.get_mut(&e.sha256) {
+            *size = Some(e.size);
+        }
+    }
+    let mut plan = Vec::with_capacity(order.len());
+    for (d, offset) in order {
+        let size = sizes
             .get(&d)
+            .copied()
+            .flatten()
             .ok_or_else(|| PushFailure::UnknownWant(d.to_hex()))?;
-        if w.offset > size {
+        if offset > size {
             return Err(PushFailure::BadOffset {
                 digest: d,
-                offset: w.offset,
+                offset,
                 size,
             });
         }
-        plan.push((d, w.offset, size));
+        plan.push((d, offset, size));
     }
     let bytes_wanted: u64 = plan.iter().map(|(_, off, size)| size - off).sum();
     progress(Phase::Sending, 0, bytes_wanted);
