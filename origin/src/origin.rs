@@ -137,6 +137,7 @@ impl Origin {
         Ok(Some(snapshot))
     }
 
+    /// A new version of `repo` exists: wake its reconcilers.
     pub fn announce(&self, snapshot: Arc<Snapshot>) {
         let (repo, version) = (snapshot.repo().clone(), snapshot.version());
         self.latest
