@@ -101,13 +101,15 @@ impl Crawls {
         self.last.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What the crawler names itself in User-Agent, so partners' logs (and
+    /// tests counting client requests) can tell it from dnf.
+    pub const USER_AGENT: &'static str =
+        concat!("hotpush-origin/", env!("CARGO_PKG_VERSION"), " (crawler)");
+
     /// Crawls every acked mirror now, after each ack, and every
     /// `crawl_interval`, until `stop`.
     pub async fn run(origin: Arc<Origin>, stop: CancellationToken) {
-        let http = match hotpush_shared::fetch::client(
-            concat!("hotpush-origin/", env!("CARGO_PKG_VERSION"), " (crawler)"),
-            TIMEOUT,
-        ) {
+        let http = match hotpush_shared::fetch::client(Self::USER_AGENT, TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "no HTTP client: the crawler is off");

@@ -287,7 +287,7 @@ pub struct Access {
 }
 
 /// What the origin's crawler names itself in User-Agent.
-pub const CRAWLER: &str = "(crawler)";
+pub const CRAWLER: &str = hotpush_origin::crawl::Crawls::USER_AGENT;
 
 impl Access {
     /// Whether the origin's mirror crawler made this request, not a client.
