@@ -29,9 +29,10 @@ pub struct Limits {
 /// Bytes per chunk the origin sends. Large enough that a gigabyte is a
 /// few thousand messages, small enough that a chunk stays in the CPU's
 /// cache between the agent's decoding, hashing and writing it: 1 MiB
-/// chunks went through memory at each of those steps, and a cold 1 GB
-/// push to four agents took 8.1–8.3 s against 6.0–6.1 s with 256 KiB
-/// (128 KiB: 6.2–6.4 s, 64 KiB: 6.5 s; docs/PERFORMANCE.md).
+/// chunks went through memory at each of those steps. Measured in one
+/// hour, a cold 1 GB push to four agents took 8.1–8.3 s with 1 MiB,
+/// 6.0–6.1 s with 256 KiB, 6.2–6.4 s with 128 KiB and 6.5 s with 64 KiB
+/// (docs/PERFORMANCE.md).
 pub const CHUNK_BYTES: usize = 256 << 10;
 
 /// What is sent to an agent whose Want does not say what it accepts.
