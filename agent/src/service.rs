@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use hotpush_proto as pb;
+use hotpush_proto::offer::Form;
 use hotpush_proto::push_request::Msg as In;
 use hotpush_proto::push_response::Msg as Out;
 use tokio::sync::mpsc;
@@ -16,6 +17,7 @@ use tracing::Instrument;
 
 use crate::agent::Agent;
 use crate::session::{self, Inbound, Outbound};
+use crate::verify::Offered;
 
 /// The Agent gRPC service.
 pub struct AgentService {
@@ -26,8 +28,9 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
     match msg {
         Ok(pb::PushRequest {
             msg: Some(In::Offer(o)),
-        }) => Some(match o.manifest {
-            Some(m) => Inbound::Offer(m),
+        }) => Some(match o.form {
+            Some(Form::Manifest(m)) => Inbound::Offer(Offered::Whole(m)),
+            Some(Form::Delta(d)) => Inbound::Offer(Offered::Delta(d)),
             None => Inbound::Malformed("Offer without a manifest".into()),
         }),
         Ok(pb::PushRequest {

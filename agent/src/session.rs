@@ -20,12 +20,12 @@ use crate::agent::{Agent, Newest};
 use crate::failpoint::stage;
 use crate::selfcheck;
 use crate::swap::SwapError;
-use crate::verify::{Freshness, Verdict, VerifyError, against_installed, verify_offer};
+use crate::verify::{Freshness, Offered, Verdict, VerifyError, against_installed, verify_offer};
 
 /// What the origin sends, decoded.
 #[derive(Debug)]
 pub enum Inbound {
-    Offer(pb::SignedManifest),
+    Offer(Offered),
     Chunk {
         digest: Bytes,
         offset: u64,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use hotpush_proto as pb;
 use hotpush_shared::Sha256Digest;
 use hotpush_shared::clock::now_unix;
+use hotpush_shared::delta::{self, DeltaError};
 use hotpush_shared::manifest::{ManifestError, RepoName};
 use hotpush_shared::sign::{SignError, SignedManifest};
 use hotpush_shared::snapshot::{Snapshot, SnapshotError};
@@ -21,6 +22,8 @@ use crate::state::Installed;
 pub enum VerifyError {
     #[error("{0}")]
     Signature(#[from] SignError),
+    #[error("{0}")]
+    Delta(#[from] DeltaError),
     #[error("invalid manifest: {0}")]
     Manifest(#[from] ManifestError),
     #[error("repo {0} is not carried by this agent (its config lists: {1})")]
@@ -68,6 +71,11 @@ impl VerifyError {
         match self {
             VerifyError::Signature(SignError::UntrustedKey(_)) => C::RejectUntrustedKey,
             VerifyError::Signature(_) => C::RejectBadSignature,
+            VerifyError::Delta(e) if e.wants_whole() => C::RejectDeltaBase,
+            VerifyError::Delta(DeltaError::TooLarge { .. } | DeltaError::TooManyChanges { .. }) => {
+                C::RejectLimit
+            }
+            VerifyError::Delta(_) => C::RejectBadManifest,
             VerifyError::Manifest(
                 ManifestError::TooLarge { .. }
                 | ManifestError::TooManyEntries { .. }
@@ -85,6 +93,15 @@ impl VerifyError {
     }
 }
 
+/// What an Offer carries.
+#[derive(Debug)]
+pub enum Offered {
+    /// The whole signed manifest.
+    Whole(pb::SignedManifest),
+    /// The same bytes as an edit of the live manifest ([`delta`]).
+    Delta(pb::ManifestDelta),
+}
+
 /// What to do with a verified offer.
 #[derive(Debug)]
 pub enum Verdict {
@@ -98,13 +115,33 @@ pub enum Verdict {
     AlreadyLive(Snapshot),
 }
 
-/// Steps 1–6 over an Offer's signed manifest; `installed` is what serves
-/// this repo now (read by the caller once the repo is known to be carried).
+/// Steps 0–6 over an Offer; `installed` is what serves a repo now (read at
+/// most once, by the caller).
 pub fn verify_offer(
     config: &Config,
-    offer: pb::SignedManifest,
-    installed: impl FnOnce(&RepoName) -> Option<Arc<Installed>>,
+    offer: Offered,
+    mut installed: impl FnMut(&RepoName) -> Option<Arc<Installed>>,
 ) -> Result<Verdict, VerifyError> {
+    // 0. A delta becomes the manifest bytes it stands for, rebuilt from the
+    //    live snapshot it names; from here on both forms are checked alike.
+    let (offer, live) = match offer {
+        Offered::Whole(offer) => (offer, None),
+        Offered::Delta(d) => {
+            let repo = delta::repo_of(&d)?;
+            let live = installed(&repo);
+            let Some(base) = &live else {
+                return Err(DeltaError::NoBase {
+                    repo,
+                    base_version: d.base_version,
+                }
+                .into());
+            };
+            (
+                delta::rebuild(&base.snapshot, d, &config.limits)?,
+                Some(live),
+            )
+        }
+    };
     // 1. Size, before anything else looks at the bytes.
     if offer.manifest_bytes.len() > config.limits.max_manifest_bytes {
         return Err(ManifestError::TooLarge {
@@ -136,7 +173,7 @@ pub fn verify_offer(
     }
     // 5. Not older than what is installed, and not other content under the
     //    same version (rollback and replay).
-    let installed = installed(&repo);
+    let installed = live.unwrap_or_else(|| installed(&repo));
     if against_installed(&snapshot, installed.as_deref())? == Freshness::Same {
         return Ok(Verdict::AlreadyLive(snapshot));
     }

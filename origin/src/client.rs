@@ -196,6 +196,8 @@ impl std::fmt::Display for Outcome {
 pub struct AgentOutcome {
     pub state: Outcome,
     pub bytes_sent: u64,
+    /// Bytes of manifest offered: a delta's, or the whole manifest's.
+    pub offer_bytes: u64,
     pub elapsed_ms: u64,
     pub reason: String,
 }
@@ -312,6 +314,7 @@ pub async fn publish(
                 *o = AgentOutcome {
                     state: Outcome::Live,
                     bytes_sent: a.bytes_sent,
+                    offer_bytes: a.offer_bytes,
                     elapsed_ms: a.elapsed_ms,
                     reason: String::new(),
                 };

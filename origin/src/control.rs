@@ -110,12 +110,14 @@ fn to_wire(ev: Event) -> Ev {
         EventKind::Acked {
             elapsed,
             bytes_sent,
+            offer_bytes,
             ..
         } => Ev::Acked(pb::AgentAcked {
             agent,
             version: ev.version,
             elapsed_ms: elapsed.as_millis() as u64,
             bytes_sent,
+            offer_bytes,
         }),
         EventKind::Failed {
             reason, will_retry, ..

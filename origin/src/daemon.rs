@@ -166,7 +166,7 @@ impl Origin {
         // Reconcilers start from what was published before this start.
         for repo in origin.db.repos()? {
             if let Some(snapshot) = origin.latest(&repo)? {
-                origin.announce(snapshot);
+                origin.announce(snapshot, None);
             }
         }
         let mut services = Services::new(shutdown);

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use hotpush_shared::delta::Delta;
 use hotpush_shared::identity::PeerId;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::name::AgentName;
@@ -59,6 +60,9 @@ pub struct Origin {
     push_state: Mutex<HashMap<(AgentName, RepoName), PushState>>,
     /// The newest snapshot of each repo, decoded once.
     latest: Mutex<HashMap<RepoName, Arc<Snapshot>>>,
+    /// The change from each repo's previous version to its newest, for
+    /// delta offers to the mirrors that have the previous one live.
+    deltas: Mutex<HashMap<RepoName, Arc<Delta>>>,
     pub metrics: Metrics,
     /// When staged mirrors flip, and what the metalink accepts meanwhile.
     pub flips: Arc<crate::flip::Flips>,
@@ -97,6 +101,7 @@ impl Origin {
             announcements: Announcements::default(),
             push_state: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            deltas: Mutex::new(HashMap::new()),
             metrics,
             flips: Arc::new(crate::flip::Flips::new(metalinks.clone())),
             metalinks,
@@ -137,15 +142,33 @@ impl Origin {
         Ok(Some(snapshot))
     }
 
-    /// A new version of `repo` exists: wake its reconcilers.
-    pub fn announce(&self, snapshot: Arc<Snapshot>) {
+    /// A new version of `repo` exists: wake its reconcilers. With the
+    /// version it follows, the change between them is kept for delta offers.
+    pub fn announce(&self, snapshot: Arc<Snapshot>, previous: Option<&Snapshot>) {
         let (repo, version) = (snapshot.repo().clone(), snapshot.version());
+        {
+            let mut deltas = self.deltas.lock().unwrap_or_else(|p| p.into_inner());
+            match previous.and_then(|p| Delta::between(p, &snapshot)) {
+                Some(d) => deltas.insert(repo.clone(), Arc::new(d)),
+                None => deltas.remove(&repo),
+            };
+        }
         self.latest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(repo.clone(), snapshot);
         self.announcements.announce(&repo, version);
         self.metalinks.changed();
+    }
+
+    /// The kept change from version `base` of `repo` to `snapshot`, if any.
+    pub fn delta(&self, repo: &RepoName, base: u64, snapshot: &Snapshot) -> Option<Arc<Delta>> {
+        self.deltas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(repo)
+            .filter(|d| d.base_version() == base && d.leads_to(snapshot))
+            .cloned()
     }
 
     /// The push state of every agent × repo.
@@ -181,6 +204,7 @@ impl Origin {
                     elapsed,
                     bytes_sent,
                     ack,
+                    ..
                 } => {
                     s.pushing = None;
                     s.last_error = None;

@@ -184,7 +184,9 @@ fn sign_version(
             signed = Some(s);
             Ok(out)
         })??;
-    let unchanged = previous.is_some_and(|p| p.manifest.entries == manifest.entries);
+    let unchanged = previous
+        .as_ref()
+        .is_some_and(|p| p.manifest.entries == manifest.entries);
     origin
         .history
         .record(repo, record.version, record.created_unix, &manifest.entries);
@@ -194,6 +196,6 @@ fn sign_version(
         why: "stored without a signature".into(),
     })?;
     let snapshot = Arc::new(Snapshot::new(signed, manifest));
-    origin.announce(snapshot.clone());
+    origin.announce(snapshot.clone(), previous.as_deref());
     Ok((record, snapshot, unchanged))
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use hotpush_shared::ack::Ack;
+use hotpush_shared::delta::Delta;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::name::AgentName;
 use hotpush_shared::push::{Announcements, Event, Source, SourceError, Target};
@@ -35,6 +36,10 @@ impl Source for Origin {
             .into_iter()
             .find(|a| a.agent == target.as_str() && a.public_verified)
             .map(|a| a.version))
+    }
+
+    fn delta(&self, repo: &RepoName, base: u64, snapshot: &Snapshot) -> Option<Arc<Delta>> {
+        Origin::delta(self, repo, base, snapshot)
     }
 
     fn blobs(&self) -> &BlobStore {

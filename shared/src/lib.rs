@@ -12,6 +12,7 @@
 //! - [`manifest`]: the snapshot manifest, its encoding and validation; repo names.
 //! - [`name`]: validated agent names.
 //! - [`snapshot`]: a signed manifest decoded once, as stored and pushed.
+//! - [`delta`]: a manifest sent as its changes against the agent's live one.
 //! - [`url`]: a mirror's public URL and a repo's metalink query.
 //! - [`xml`]: the bounded XML walker every parser here uses.
 //! - [`push`]: the push side (one exchange, reconcilers, backoff), used by
@@ -29,6 +30,7 @@ pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod delta;
 pub mod digest;
 pub mod doctor;
 pub mod fetch;

@@ -141,6 +141,83 @@ impl Entry {
     }
 }
 
+/// An entry to encode: decoded, or as it came off the wire (a delta's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum EntryRef<'a> {
+    Decoded(&'a Entry),
+    Wire(&'a pb::Entry),
+}
+
+impl<'a> EntryRef<'a> {
+    /// The wire form, through `scratch` for a decoded entry (reused, so
+    /// encoding 100,000 entries does not build 100,000 messages).
+    fn as_pb<'s>(&self, scratch: &'s mut pb::Entry) -> &'s pb::Entry
+    where
+        'a: 's,
+    {
+        match *self {
+            EntryRef::Wire(e) => e,
+            EntryRef::Decoded(e) => {
+                scratch.path.clear();
+                scratch.path.push_str(e.path.as_str());
+                scratch.size = e.size;
+                scratch.sha256 = Bytes::copy_from_slice(&e.sha256.0);
+                scratch
+            }
+        }
+    }
+}
+
+/// The manifest's fields before its entries.
+pub(crate) fn header(repo: &RepoName, version: u64, created: i64, expires: i64) -> pb::Manifest {
+    pb::Manifest {
+        format: FORMAT,
+        repo: repo.as_str().to_owned(),
+        version,
+        created_unix: created,
+        expires_unix: expires,
+        entries: Vec::new(),
+    }
+}
+
+/// Field number of `Manifest.entries`.
+const ENTRIES_FIELD: u32 = 6;
+
+/// The length of [`encode_parts`]'s output, computed without writing it:
+/// checked against a limit before the bytes are built.
+pub(crate) fn encoded_len<'a>(
+    head: &pb::Manifest,
+    entries: impl Iterator<Item = EntryRef<'a>>,
+) -> usize {
+    let mut scratch = pb::Entry::default();
+    entries.fold(head.encoded_len(), |len, e| {
+        len.saturating_add(prost::encoding::message::encoded_len(
+            ENTRIES_FIELD,
+            e.as_pb(&mut scratch),
+        ))
+    })
+}
+
+/// Manifest bytes from a header and its entries, in order: the one encoder
+/// of signed bytes, used by the origin to sign and by an agent to rebuild a
+/// delta ([`crate::delta`]), so both write the same bytes. They are exactly
+/// prost's encoding of the whole `pb::Manifest` (fields in tag order, the
+/// entries last), without first copying every entry into one. `len` is
+/// [`encoded_len`]'s answer: the buffer is allocated once, to size.
+pub(crate) fn encode_parts<'a>(
+    head: &pb::Manifest,
+    entries: impl Iterator<Item = EntryRef<'a>>,
+    len: usize,
+) -> Vec<u8> {
+    let mut scratch = pb::Entry::default();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&head.encode_to_vec());
+    for e in entries {
+        prost::encoding::message::encode(ENTRIES_FIELD, e.as_pb(&mut scratch), &mut out);
+    }
+    out
+}
+
 /// A validated manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Manifest {
@@ -168,23 +245,15 @@ impl Manifest {
 
     /// Encodes to the exact bytes that get signed.
     pub fn encode(&self) -> Bytes {
-        let msg = pb::Manifest {
-            format: FORMAT,
-            repo: self.repo.as_str().to_owned(),
-            version: self.version,
-            created_unix: self.created_unix,
-            expires_unix: self.expires_unix,
-            entries: self
-                .entries
-                .iter()
-                .map(|e| pb::Entry {
-                    path: e.path.as_str().to_owned(),
-                    size: e.size,
-                    sha256: Bytes::copy_from_slice(&e.sha256.0),
-                })
-                .collect(),
-        };
-        Bytes::from(msg.encode_to_vec())
+        let head = header(
+            &self.repo,
+            self.version,
+            self.created_unix,
+            self.expires_unix,
+        );
+        let entries = || self.entries.iter().map(EntryRef::Decoded);
+        let len = encoded_len(&head, entries());
+        Bytes::from(encode_parts(&head, entries(), len))
     }
 
     /// Decodes and applies every rule of §4. Call only on bytes whose
@@ -330,6 +399,39 @@ mod tests {
         assert_eq!(decoded, m);
         assert_eq!(decoded.repomd().unwrap().size, 6);
         assert_eq!(m.repo.file_stem(), "f41-critical%2Fx86_64");
+    }
+
+    #[test]
+    fn encodes_exactly_as_prost_encodes_the_whole_message() {
+        let mut m = sample();
+        // An empty file: prost leaves a zero size out, and so must we.
+        m.entries.insert(
+            0,
+            Entry {
+                path: RelPath::new("Packages/e/empty", 64).unwrap(),
+                size: 0,
+                sha256: Sha256Digest::of(b""),
+            },
+        );
+        let whole = pb::Manifest {
+            entries: m
+                .entries
+                .iter()
+                .map(|e| pb::Entry {
+                    path: e.path.to_string(),
+                    size: e.size,
+                    sha256: Bytes::copy_from_slice(&e.sha256.0),
+                })
+                .collect(),
+            ..header(&m.repo, m.version, m.created_unix, m.expires_unix)
+        };
+        let bytes = m.encode();
+        assert_eq!(&bytes[..], &whole.encode_to_vec()[..]);
+        let head = header(&m.repo, m.version, m.created_unix, m.expires_unix);
+        assert_eq!(
+            encoded_len(&head, m.entries.iter().map(EntryRef::Decoded)),
+            bytes.len()
+        );
     }
 
     fn refused(edit: impl FnOnce(&mut Manifest)) -> ManifestError {

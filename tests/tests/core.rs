@@ -416,6 +416,86 @@ fn publishing_the_same_snapshot_again_sends_nothing() {
     }
 }
 
+/// Copies `from` to `to` as `cp -a` does (symlinks, modes, hard links).
+fn copy_tree(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(ok.success(), "cp -a {} {}", from.display(), to.display());
+}
+
+#[test]
+fn later_publishes_offer_a_delta_and_a_restored_agent_gets_the_whole_manifest() {
+    let mut net = Network::builder()
+        .repo(REPO)
+        .agent(AgentSpec::v6())
+        .agent(AgentSpec::v4())
+        .start();
+    let src = net.root.join("src");
+    fixture::sample_repo(&src);
+    let offered =
+        |p: &hotpush_tests::Publish, name: &str| p.agent(name)["offer_bytes"].as_u64().unwrap();
+    let p1 = net.publish(REPO, &src, &["--json", "--timeout", "20"]);
+    assert_live(&p1, &["m0", "m1"]);
+
+    // m1's disks as a backup would keep them, with version 1 live.
+    net.stop_agent(1, Signal::Term);
+    let backup = net.root.join("m1-backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    let (data, www) = (
+        net.agents[1].data_dir.clone(),
+        net.agents[1].serve_root.clone(),
+    );
+    copy_tree(&data, &backup.join("data"));
+    copy_tree(&www, &backup.join("www"));
+    net.start_agent(1);
+
+    // Version 2: both have version 1 live, so both get a delta, which
+    // carries no entry (the content is the same) instead of every entry.
+    let p2 = net.publish(REPO, &src, &["--json", "--timeout", "20"]);
+    assert_live(&p2, &["m0", "m1"]);
+    for name in ["m0", "m1"] {
+        let (whole, delta) = (offered(&p1, name), offered(&p2, name));
+        assert!(
+            delta > 0 && delta < whole / 2,
+            "{name}: delta {delta} bytes, whole manifest {whole}"
+        );
+    }
+
+    // m1 is restored from the backup: version 1 live, while the origin
+    // recorded its ack of version 2. Version 3's delta starts from 2, so m1
+    // refuses it, and the origin sends the whole manifest at once.
+    net.stop_agent(1, Signal::Term);
+    copy_tree(&backup.join("data"), &data);
+    copy_tree(&backup.join("www"), &www);
+    net.start_agent(1);
+    let p3 = net.publish(REPO, &src, &["--json", "--timeout", "20"]);
+    assert_live(&p3, &["m0", "m1"]);
+    assert_eq!(offered(&p3, "m0"), offered(&p2, "m0"), "{p3:#?}");
+    assert!(
+        offered(&p3, "m1") > offered(&p1, "m1"),
+        "delta then whole: {p3:#?}"
+    );
+    assert_eq!(net.agents[1].status_version(REPO), Some(3));
+    let log = std::fs::read_to_string(&net.origin_log).unwrap();
+    assert!(
+        log.contains("delta refused: offering the whole manifest"),
+        "{log}"
+    );
+    assert!(
+        net.agents[1].log_text().contains("has version 1"),
+        "{}",
+        net.agents[1].log_text()
+    );
+    for i in 0..2 {
+        assert_serves(&net, i, REPO, &src, &[]);
+    }
+}
+
 #[test]
 fn agents_refuse_an_untrusted_signing_key_and_an_unknown_origin_id() {
     let (foreign_id, foreign_key) = foreign_origin();

@@ -435,7 +435,7 @@ fn a_stolen_tls_identity_cannot_make_an_agent_buffer_unverified_offers_without_b
                 let (tx, rx) = mpsc::channel(2);
                 let offer = pb::PushRequest {
                     msg: Some(pb::push_request::Msg::Offer(pb::Offer {
-                        manifest: Some(signed.clone()),
+                        form: Some(pb::offer::Form::Manifest(signed.clone())),
                     })),
                 };
                 let _ = tx.try_send(offer);

@@ -36,7 +36,15 @@ enum After {
 fn offer(signed: pb::SignedManifest) -> pb::PushRequest {
     pb::PushRequest {
         msg: Some(Out::Offer(pb::Offer {
-            manifest: Some(signed),
+            form: Some(Form::Manifest(signed)),
+        })),
+    }
+}
+
+fn delta_offer(delta: pb::ManifestDelta) -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Offer(pb::Offer {
+            form: Some(Form::Delta(delta)),
         })),
     }
 }
@@ -348,6 +356,8 @@ struct Case {
 /// the honest snapshot after the installed version 5.
 struct Ctx {
     key: SigningKey,
+    /// The installed version 5, as signed.
+    v5: Draft,
     new_pkg: Vec<u8>,
     new_digest: Sha256Digest,
 }
@@ -372,6 +382,26 @@ impl Ctx {
     }
     fn sign(&self, d: &Draft) -> pb::SignedManifest {
         signed_bytes(&self.key, d.bytes())
+    }
+    /// Version 6 as a delta against the installed version 5, as an origin
+    /// sends it (a.rpm removed; b.rpm and repomd.xml changed), then `f`.
+    fn delta(&self, f: impl Fn(&mut pb::ManifestDelta)) -> pb::ManifestDelta {
+        let v6 = self.v6();
+        let signed = self.sign(&v6);
+        let mut d = pb::ManifestDelta {
+            repo: REPO.into(),
+            base_version: 5,
+            base_digest: Bytes::copy_from_slice(&Sha256Digest::of(&self.v5.bytes()).0),
+            manifest_digest: Bytes::copy_from_slice(&Sha256Digest::of(&signed.manifest_bytes).0),
+            version: 6,
+            created_unix: v6.m.created_unix,
+            expires_unix: v6.m.expires_unix,
+            removed: vec!["Packages/a.rpm".into()],
+            changed: v6.m.entries.clone(),
+            signatures: signed.signatures,
+        };
+        f(&mut d);
+        d
     }
     /// Version 6 with `f` applied, signed.
     fn edit(&self, f: impl Fn(&mut pb::Manifest)) -> Vec<pb::PushRequest> {
@@ -421,10 +451,12 @@ fn manifest_case(first: Vec<pb::PushRequest>, code: pb::RejectCode, reason: &'st
 /// A fresh agent with version 5 installed, and the context to attack it.
 fn bench_with_v5() -> (Bench, Ctx) {
     let bench = Bench::start();
-    bench.push_ok(&Draft::new(5, &V1_FILES), &V1_FILES);
+    let v5 = Draft::new(5, &V1_FILES);
+    bench.push_ok(&v5, &V1_FILES);
     let new_pkg = b"package v2 with the fix".to_vec();
     let ctx = Ctx {
         key: SigningKey::load(&bench.dir.path().join("origin/keys/signing.key")).unwrap(),
+        v5,
         new_digest: Sha256Digest::of(&new_pkg),
         new_pkg,
     };
@@ -502,6 +534,7 @@ macro_rules! hostile_cases {
 }
 
 use pb::RejectCode as C;
+use pb::offer::Form;
 
 hostile_cases! {
     bad_signature => |c: &Ctx| {
@@ -607,8 +640,53 @@ hostile_cases! {
         manifest_case(vec![offer(c.sign(&big))], C::RejectLimit, "over the limit of 4096")
     };
     first_message_not_an_offer => |c: &Ctx| manifest_case(vec![chunk(&c.new_digest, 0, b"x")], C::RejectProtocol, "must be an Offer");
+    delta_against_another_base => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| d.base_digest = Bytes::copy_from_slice(&[9; 32])))],
+        C::RejectDeltaBase,
+        "has version 5",
+    );
+    delta_that_does_not_rebuild => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| d.changed[0].size += 1))],
+        C::RejectDeltaBase,
+        "does not rebuild",
+    );
+    delta_rebuilt_but_badly_signed => |c: &Ctx| manifest_case(
+        // The claimed digest matches the rebuilt bytes; the signature is
+        // still checked over them, as for a whole manifest.
+        vec![delta_offer(c.delta(|d| d.signatures[0].ed25519_sig = Bytes::from(vec![7u8; 64])))],
+        C::RejectBadSignature,
+        "bad signature",
+    );
+    delta_for_a_repo_not_carried => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| d.repo = "other/x86_64".into()))],
+        C::RejectDeltaBase,
+        "no snapshot of it live",
+    );
+    delta_with_a_bad_repo_name => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| d.repo = "../etc".into()))],
+        C::RejectBadManifest,
+        "bad repo name",
+    );
+    delta_over_the_change_limit => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| d.removed = (0..41).map(|i| format!("Packages/{i:02}")).collect()))],
+        C::RejectLimit,
+        "over the limit of 40",
+    );
+    delta_rebuilding_past_the_size_limit => |c: &Ctx| manifest_case(
+        vec![delta_offer(c.delta(|d| {
+            for i in 0..30 {
+                d.changed.push(pb::Entry {
+                    path: format!("Packages/{}{i:02}", "p".repeat(180)),
+                    size: 1,
+                    sha256: Bytes::copy_from_slice(&[1; 32]),
+                });
+            }
+        }))],
+        C::RejectLimit,
+        "over the limit of 4096",
+    );
     offer_without_a_manifest => |_c: &Ctx| manifest_case(
-        vec![pb::PushRequest { msg: Some(Out::Offer(pb::Offer { manifest: None })) }],
+        vec![pb::PushRequest { msg: Some(Out::Offer(pb::Offer { form: None })) }],
         C::RejectProtocol,
         "without a manifest",
     );
@@ -701,6 +779,41 @@ fn an_honest_push_after_a_hang_up_resumes_the_partial_blob() {
         bench.log()
     );
     assert_eq!(resumed_at, Some(5));
+}
+
+#[test]
+fn an_honest_delta_goes_live_with_the_signed_bytes() {
+    let (bench, ctx) = bench_with_v5();
+    let (d, p) = (ctx.new_digest, ctx.new_pkg.clone());
+    let delta = ctx.delta(|_| {});
+    let answers = bench.exchange(vec![delta_offer(delta.clone())], move |want| {
+        let mut msgs = Vec::new();
+        for w in &want.blobs {
+            let body: &[u8] = if w.digest[..] == d.0 { &p } else { REPOMD_V6 };
+            msgs.push(chunk(
+                &Sha256Digest::from_slice(&w.digest).unwrap(),
+                0,
+                body,
+            ));
+        }
+        msgs.push(commit());
+        After::Send(msgs)
+    });
+    let Some(In::Ack(ack)) = answers.last() else {
+        panic!("delta push not acked: {answers:?}\n{}", bench.log());
+    };
+    // Acked as the very manifest the delta named, and serving it.
+    assert_eq!(ack.version, 6);
+    assert_eq!(ack.manifest_digest, delta.manifest_digest);
+    let www = bench.agent_dir().join("www").join(REPO);
+    assert_eq!(
+        std::fs::read(www.join("repodata/repomd.xml")).unwrap(),
+        REPOMD_V6
+    );
+    assert_eq!(
+        std::fs::read(www.join("Packages/b.rpm")).unwrap(),
+        ctx.new_pkg
+    );
 }
 
 #[test]

@@ -12,14 +12,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hotpush_proto as pb;
 use hotpush_proto::agent_client::AgentClient;
+use hotpush_proto::offer::Form;
 use hotpush_proto::push_request::Msg as Out;
 use hotpush_proto::push_response::Msg as In;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::Phase;
 use crate::ack::Ack;
+use crate::delta::Delta;
 use crate::digest::Sha256Digest;
 use crate::limits::{CHUNK_BYTES, OLD_AGENT_CHUNK_BYTES};
 use crate::snapshot::Snapshot;
@@ -96,6 +99,9 @@ pub enum FailureKind {
 pub struct Pushed {
     pub ack: Ack,
     pub bytes_sent: u64,
+    /// Bytes of Offer sent: a delta's, plus the whole manifest's if the
+    /// agent refused the delta.
+    pub offer_bytes: u64,
     pub elapsed: Duration,
 }
 
@@ -189,39 +195,94 @@ fn rejected(r: pb::Reject) -> PushFailure {
     }
 }
 
-/// Pushes one snapshot; `progress` is told each phase with (bytes sent,
-/// bytes wanted). Once the agent has staged it, the push waits for
-/// `may_flip` before it tells the agent to flip.
+/// The first answer to an Offer, with the stream it arrived on.
+struct Opened {
+    tx: mpsc::Sender<pb::PushRequest>,
+    responses: tonic::Streaming<pb::PushResponse>,
+    first: In,
+}
+
+/// Opens a Push stream with `offer` and reads the agent's first answer (a
+/// Reject comes back as the error).
+async fn open(client: &mut AgentClient<Channel>, offer: pb::Offer) -> Result<Opened, PushFailure> {
+    // Bounded: chunks are produced only as fast as HTTP/2 flow control drains them.
+    // Four chunks in flight per push (16 measured no faster).
+    let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
+    let offer = pb::PushRequest {
+        msg: Some(Out::Offer(offer)),
+    };
+    tx.send(offer).await.map_err(|_| PushFailure::Closed)?;
+    let mut responses = client
+        .push(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| PushFailure::Connect(explain_connect_error(describe_status(&s))))?
+        .into_inner();
+    match answer(&mut responses, OFFER_TIMEOUT).await? {
+        In::Reject(r) => Err(rejected(r)),
+        first => Ok(Opened {
+            tx,
+            responses,
+            first,
+        }),
+    }
+}
+
+/// True when a refused delta Offer should be sent again as the whole
+/// manifest: the agent has another base or could not rebuild it
+/// (`delta_base`), or predates delta offers and saw an Offer without a
+/// manifest (`protocol`). Anything else would refuse the whole one too.
+fn send_whole_instead(failure: &PushFailure) -> bool {
+    matches!(failure, PushFailure::Rejected { code, .. } if code == "delta_base" || code == "protocol")
+}
+
+/// Pushes one snapshot; `delta`, when given, takes the version the agent
+/// last acked to this one and is offered first (O(change) bytes instead of
+/// the whole manifest), with the whole manifest as the fallback. `progress`
+/// is told each phase with (bytes sent, bytes wanted). Once the agent has
+/// staged it, the push waits for `may_flip` before it tells the agent to
+/// flip.
 pub async fn push(
     channel: Channel,
     snapshot: &Snapshot,
+    delta: Option<&Delta>,
     blobs: &BlobStore,
     mut progress: impl FnMut(Phase, u64, u64),
     may_flip: impl std::future::Future<Output = Result<(), String>>,
 ) -> Result<Pushed, PushFailure> {
     let started = Instant::now();
     let mut client = AgentClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-    // Bounded: chunks are produced only as fast as HTTP/2 flow control drains them.
-    // Four chunks in flight per push (16 measured no faster).
-    let (tx, rx) = mpsc::channel::<pb::PushRequest>(4);
-    let offer = pb::PushRequest {
-        msg: Some(Out::Offer(pb::Offer {
-            manifest: Some(snapshot.signed.to_pb()),
-        })),
+    let whole = || pb::Offer {
+        form: Some(Form::Manifest(snapshot.signed.to_pb())),
     };
-    tx.send(offer).await.map_err(|_| PushFailure::Closed)?;
+    let mut offer = match delta.filter(|d| d.leads_to(snapshot)) {
+        Some(d) => pb::Offer {
+            form: Some(Form::Delta(d.to_pb())),
+        },
+        None => whole(),
+    };
     progress(Phase::Connecting, 0, 0);
-    let mut responses = client
-        .push(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| PushFailure::Connect(explain_connect_error(describe_status(&s))))?
-        .into_inner();
-
-    let wanted = match answer(&mut responses, OFFER_TIMEOUT).await? {
+    let mut offer_bytes = offer.encoded_len() as u64;
+    let mut opened = open(&mut client, offer).await;
+    if delta.is_some()
+        && let Err(failure) = &opened
+        && send_whole_instead(failure)
+    {
+        tracing::info!(repo = %snapshot.repo(), version = snapshot.version(), reason = %failure, "delta refused: offering the whole manifest");
+        offer = whole();
+        offer_bytes += offer.encoded_len() as u64;
+        opened = open(&mut client, offer).await;
+    }
+    let Opened {
+        tx,
+        mut responses,
+        first,
+    } = opened?;
+    let wanted = match first {
         In::Ack(ack) => {
             return Ok(Pushed {
                 ack: check_ack(ack, snapshot)?,
                 bytes_sent: 0,
+                offer_bytes,
                 elapsed: started.elapsed(),
             });
         }
@@ -323,6 +384,7 @@ pub async fn push(
         In::Ack(ack) => Ok(Pushed {
             ack: check_ack(ack, snapshot)?,
             bytes_sent,
+            offer_bytes,
             elapsed: started.elapsed(),
         }),
         In::Reject(r) => Err(rejected(r)),

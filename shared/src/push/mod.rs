@@ -19,6 +19,7 @@ use hotpush_proto as pb;
 use tokio::sync::{Notify, watch};
 
 use crate::ack::Ack;
+use crate::delta::Delta;
 use crate::identity::PeerId;
 use crate::manifest::RepoName;
 use crate::name::AgentName;
@@ -117,6 +118,8 @@ pub enum EventKind {
     Acked {
         elapsed: Duration,
         bytes_sent: u64,
+        /// Bytes of Offer: O(change) for a delta, the whole manifest otherwise.
+        offer_bytes: u64,
         ack: Ack,
     },
     Failed {
@@ -140,6 +143,10 @@ pub trait Source: Send + Sync + 'static {
     fn latest(&self, repo: &RepoName) -> Result<Option<Arc<Snapshot>>, SourceError>;
     /// The newest version of `repo` that `target` acked with an ack that counted.
     fn acked(&self, target: &AgentName, repo: &RepoName) -> Result<Option<u64>, SourceError>;
+    /// The change from version `base` of `repo` to `snapshot`, when one is
+    /// at hand: offered instead of the whole manifest to a mirror that has
+    /// `base` live (docs/PROTOCOL.md, "Delta offers").
+    fn delta(&self, repo: &RepoName, base: u64, snapshot: &Snapshot) -> Option<Arc<Delta>>;
     /// Where blob bytes are read from.
     fn blobs(&self) -> &BlobStore;
     /// New versions and changes to the list of targets.

@@ -141,9 +141,11 @@ async fn reconcile(source: Arc<dyn Source>, target: Target, repo: RepoName, chan
             version,
             kind,
         };
+        let delta = acked.and_then(|base| source.delta(&repo, base, &snapshot));
         let push = exchange::push(
             channel.clone(),
             &snapshot,
+            delta.as_deref(),
             source.blobs(),
             |phase: Phase, bytes_sent, bytes_wanted| {
                 source.report(event(EventKind::Progress {
@@ -170,11 +172,13 @@ async fn reconcile(source: Arc<dyn Source>, target: Target, repo: RepoName, chan
                 Ok(()) => {
                     tracing::info!(
                         agent = %target.name, %repo, version, bytes = done.bytes_sent,
-                        ms = done.elapsed.as_millis() as u64, repomd = %done.ack.repomd_sha256, "acked"
+                        offer_bytes = done.offer_bytes, ms = done.elapsed.as_millis() as u64,
+                        repomd = %done.ack.repomd_sha256, "acked"
                     );
                     source.report(event(EventKind::Acked {
                         elapsed: done.elapsed,
                         bytes_sent: done.bytes_sent,
+                        offer_bytes: done.offer_bytes,
                         ack: done.ack,
                     }));
                     backoff.reset();
