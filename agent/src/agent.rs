@@ -39,6 +39,11 @@ pub struct Agent {
     /// KiB of Offers being read before their signature is checked, across
     /// every connection and stream (`max_unverified_offer_bytes`).
     pub(crate) offer_budget: Arc<Semaphore>,
+    /// One delta Offer rebuilds its manifest at a time: with the Offer's own
+    /// share of `offer_budget` that bounds its up to `max_manifest_bytes` of
+    /// rebuilt bytes, and a rebuild never waits for `offer_budget` (no
+    /// deadlock between Offers each holding one share).
+    pub(crate) rebuilding: Arc<Semaphore>,
     /// For checking the public URL after a swap.
     pub(crate) http: reqwest::Client,
     pub metrics: crate::metrics::Metrics,
@@ -77,6 +82,7 @@ impl Agent {
             swap_locks,
             receiving: Mutex::new(HashSet::new()),
             offer_budget: Arc::new(Semaphore::new(budget_kib)),
+            rebuilding: Arc::new(Semaphore::new(1)),
             http,
             metrics,
         }

@@ -146,6 +146,21 @@ const FLIP_WAIT: Duration = Duration::from_secs(600);
 /// How long a push waits for its share of the unverified-Offer budget.
 const OFFER_BUDGET_WAIT: Duration = Duration::from_secs(30);
 
+/// One Offer's share of the unverified-Offer budget, waited for at most
+/// [`OFFER_BUDGET_WAIT`].
+async fn offer_share(agent: &Agent) -> Result<tokio::sync::OwnedSemaphorePermit, PushError> {
+    tokio::time::timeout(
+        OFFER_BUDGET_WAIT,
+        agent
+            .offer_budget
+            .clone()
+            .acquire_many_owned(agent.offer_cost_kib()),
+    )
+    .await
+    .map_err(|_| PushError::OfferBudget)?
+    .map_err(|_| PushError::OfferBudget)
+}
+
 /// Refuses a push that would leave less than `min_free_bytes` free, after
 /// first reclaiming the partial blobs no push wants (abandoned pushes).
 fn check_disk(agent: &Agent, wanted: &[(Sha256Digest, u64)], need: u64) -> Result<(), PushError> {
@@ -294,16 +309,7 @@ where
     let idle = Duration::from_secs(agent.config.connections.push_idle_timeout_secs.max(1));
     // Reading an Offer may buffer a manifest-sized message: charge the
     // shared budget before reading, give it back once verified.
-    let budget = tokio::time::timeout(
-        OFFER_BUDGET_WAIT,
-        agent
-            .offer_budget
-            .clone()
-            .acquire_many_owned(agent.offer_cost_kib()),
-    )
-    .await
-    .map_err(|_| PushError::OfferBudget)?
-    .map_err(|_| PushError::OfferBudget)?;
+    let budget = offer_share(agent).await?;
     let started = Instant::now();
     let offer = match next_within(inbound, idle).await {
         None => return Ok(None),
@@ -315,6 +321,17 @@ where
             ));
         }
     };
+    // A delta rebuilds up to a manifest's worth of bytes beside its message:
+    // one at a time ([`Agent::rebuilding`]); a rebuild takes milliseconds.
+    let rebuilding = match offer {
+        Offered::Delta(_) => Some(
+            tokio::time::timeout(OFFER_BUDGET_WAIT, agent.rebuilding.clone().acquire_owned())
+                .await
+                .map_err(|_| PushError::OfferBudget)?
+                .map_err(|_| PushError::OfferBudget)?,
+        ),
+        Offered::Whole(_) => None,
+    };
     let mut state_error = None;
     let verdict = verify_offer(&agent.config, offer, |repo| {
         installed(agent, repo).unwrap_or_else(|e| {
@@ -322,7 +339,7 @@ where
             None
         })
     });
-    drop(budget);
+    drop((budget, rebuilding));
     if let Some(e) = state_error {
         return Err(e);
     }
