@@ -254,7 +254,8 @@ pub async fn push(
     let whole = || pb::Offer {
         form: Some(Form::Manifest(snapshot.signed.to_pb())),
     };
-    let mut offer = match delta.filter(|d| d.leads_to(snapshot)) {
+    let delta = delta.filter(|d| d.leads_to(snapshot));
+    let mut offer = match delta {
         Some(d) => pb::Offer {
             form: Some(Form::Delta(d.to_pb())),
         },
