@@ -31,6 +31,10 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
         }) => Some(match o.form {
             Some(Form::Manifest(m)) => Inbound::Offer(Offered::Whole(m)),
             Some(Form::Delta(d)) => Inbound::Offer(Offered::Delta(d)),
+            Some(Form::Parts(p)) => Inbound::OfferParts {
+                len: p.manifest_len,
+                signatures: p.signatures,
+            },
             None => Inbound::Malformed("Offer without a manifest".into()),
         }),
         Ok(pb::PushRequest {
@@ -40,6 +44,9 @@ fn to_inbound(msg: Result<pb::PushRequest, Status>) -> Option<Inbound> {
             offset: c.offset,
             data: c.data,
         }),
+        Ok(pb::PushRequest {
+            msg: Some(In::Part(p)),
+        }) => Some(Inbound::ManifestPart(p.data)),
         Ok(pb::PushRequest {
             msg: Some(In::Commit(_)),
         }) => Some(Inbound::Commit),

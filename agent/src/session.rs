@@ -11,7 +11,7 @@ use futures_util::{Stream, StreamExt};
 use hotpush_proto as pb;
 use hotpush_shared::Sha256Digest;
 use hotpush_shared::ack::{Ack, Timings};
-use hotpush_shared::manifest::{Entry, RepoName};
+use hotpush_shared::manifest::{Entry, ManifestError, RepoName};
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{PartialBlob, Received, StoreError, free_bytes};
 use tokio::sync::mpsc;
@@ -26,6 +26,13 @@ use crate::verify::{Freshness, Offered, Verdict, VerifyError, against_installed,
 #[derive(Debug)]
 pub enum Inbound {
     Offer(Offered),
+    /// A whole manifest's length and signatures; its bytes follow in
+    /// [`Inbound::ManifestPart`]s.
+    OfferParts {
+        len: u64,
+        signatures: Vec<pb::Signature>,
+    },
+    ManifestPart(Bytes),
     Chunk {
         digest: Bytes,
         offset: u64,
@@ -159,6 +166,57 @@ async fn offer_share(agent: &Agent) -> Result<tokio::sync::OwnedSemaphorePermit,
     .await
     .map_err(|_| PushError::OfferBudget)?
     .map_err(|_| PushError::OfferBudget)
+}
+
+/// Reads the ManifestPart messages of a split Offer into the whole signed
+/// manifest: exactly `len` bytes, refused over `max` before any is read (the
+/// Offer's budget share covers them). `None` when the stream ends first.
+async fn read_parts<S>(
+    inbound: &mut S,
+    idle: Duration,
+    len: u64,
+    signatures: Vec<pb::Signature>,
+    max: usize,
+) -> Result<Option<Offered>, PushError>
+where
+    S: Stream<Item = Inbound> + Unpin,
+{
+    let len = match usize::try_from(len) {
+        Ok(len) if len <= max => len,
+        _ => {
+            return Err(VerifyError::Manifest(ManifestError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max,
+            })
+            .into());
+        }
+    };
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        match next_within(inbound, idle).await {
+            None => return Ok(None),
+            Some(Inbound::ManifestPart(data)) if data.is_empty() => {
+                return Err(PushError::Protocol("an empty ManifestPart".into()));
+            }
+            Some(Inbound::ManifestPart(data)) if data.len() > len - bytes.len() => {
+                return Err(PushError::Protocol(format!(
+                    "ManifestParts longer than the {len} bytes the Offer declared"
+                )));
+            }
+            Some(Inbound::ManifestPart(data)) => bytes.extend_from_slice(&data),
+            Some(Inbound::Malformed(why)) => return Err(PushError::Protocol(why)),
+            Some(_) => {
+                return Err(PushError::Protocol(format!(
+                    "the Offer declared {len} bytes of ManifestParts, {} arrived before another message",
+                    bytes.len()
+                )));
+            }
+        }
+    }
+    Ok(Some(Offered::Whole(pb::SignedManifest {
+        manifest_bytes: Bytes::from(bytes),
+        signatures,
+    })))
 }
 
 /// Refuses a push that would leave less than `min_free_bytes` free, after
@@ -314,6 +372,20 @@ where
     let offer = match next_within(inbound, idle).await {
         None => return Ok(None),
         Some(Inbound::Offer(offer)) => offer,
+        Some(Inbound::OfferParts { len, signatures }) => {
+            match read_parts(
+                inbound,
+                idle,
+                len,
+                signatures,
+                agent.config.limits.max_manifest_bytes,
+            )
+            .await?
+            {
+                Some(offer) => offer,
+                None => return Ok(None),
+            }
+        }
         Some(Inbound::Malformed(why)) => return Err(PushError::Protocol(why)),
         Some(_) => {
             return Err(PushError::Protocol(
@@ -459,9 +531,14 @@ where
         match msg {
             None => return Ok(None),
             Some(Inbound::Malformed(why)) => return Err(PushError::Protocol(why)),
-            Some(Inbound::Offer(_)) => {
+            Some(Inbound::Offer(_) | Inbound::OfferParts { .. }) => {
                 return Err(PushError::Protocol(
                     "a second Offer in the middle of a push".into(),
+                ));
+            }
+            Some(Inbound::ManifestPart(_)) => {
+                return Err(PushError::Protocol(
+                    "a ManifestPart after the manifest was complete".into(),
                 ));
             }
             Some(Inbound::Flip) => {

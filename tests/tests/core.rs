@@ -483,7 +483,7 @@ fn later_publishes_offer_a_delta_and_a_restored_agent_gets_the_whole_manifest() 
     assert_eq!(net.agents[1].status_version(REPO), Some(3));
     let log = std::fs::read_to_string(&net.origin_log).unwrap();
     assert!(
-        log.contains("delta refused: offering the whole manifest"),
+        log.contains("delta refused: offering the manifest in parts"),
         "{log}"
     );
     assert!(

@@ -49,6 +49,31 @@ fn delta_offer(delta: pb::ManifestDelta) -> pb::PushRequest {
     }
 }
 
+/// `signed` as a split Offer: its length and signatures, then its bytes in
+/// ManifestParts of `piece` bytes.
+fn parts_offer(signed: pb::SignedManifest, piece: usize) -> Vec<pb::PushRequest> {
+    let mut msgs = vec![pb::PushRequest {
+        msg: Some(Out::Offer(pb::Offer {
+            form: Some(Form::Parts(pb::ManifestParts {
+                manifest_len: signed.manifest_bytes.len() as u64,
+                signatures: signed.signatures,
+            })),
+        })),
+    }];
+    for data in signed.manifest_bytes.chunks(piece) {
+        msgs.push(part(data));
+    }
+    msgs
+}
+
+fn part(data: &[u8]) -> pb::PushRequest {
+    pb::PushRequest {
+        msg: Some(Out::Part(pb::ManifestPart {
+            data: Bytes::copy_from_slice(data),
+        })),
+    }
+}
+
 fn chunk(digest: &Sha256Digest, offset: u64, data: &[u8]) -> pb::PushRequest {
     pb::PushRequest {
         msg: Some(Out::Chunk(pb::Chunk {
@@ -685,6 +710,38 @@ hostile_cases! {
         C::RejectLimit,
         "over the limit of 4096",
     );
+    parts_declaring_a_manifest_over_the_limit => |c: &Ctx| {
+        let mut msgs = parts_offer(c.sign(&c.v6()), 64);
+        if let Some(Out::Offer(pb::Offer { form: Some(Form::Parts(p)) })) = &mut msgs[0].msg {
+            p.manifest_len = 5000;
+        }
+        manifest_case(msgs, C::RejectLimit, "5000 bytes, over the limit of 4096")
+    };
+    parts_longer_than_declared => |c: &Ctx| {
+        let mut msgs = parts_offer(c.sign(&c.v6()), 64);
+        msgs.push(part(b"x"));
+        if let Some(Out::Offer(pb::Offer { form: Some(Form::Parts(p)) })) = &mut msgs[0].msg {
+            p.manifest_len -= 1;
+        }
+        manifest_case(msgs, C::RejectProtocol, "longer than the")
+    };
+    parts_cut_short_by_another_message => |c: &Ctx| {
+        let mut msgs = parts_offer(c.sign(&c.v6()), 64);
+        msgs.pop();
+        msgs.push(commit());
+        manifest_case(msgs, C::RejectProtocol, "arrived before another message")
+    };
+    an_empty_manifest_part => |c: &Ctx| {
+        let mut msgs = parts_offer(c.sign(&c.v6()), 64);
+        msgs.insert(1, part(b""));
+        manifest_case(msgs, C::RejectProtocol, "an empty ManifestPart")
+    };
+    parts_badly_signed => |c: &Ctx| {
+        let mut s = c.sign(&c.v6());
+        s.signatures[0].ed25519_sig = Bytes::from(vec![7u8; 64]);
+        manifest_case(parts_offer(s, 64), C::RejectBadSignature, "bad signature")
+    };
+    a_manifest_part_mid_push => |c: &Ctx| c.blob_case(|_| After::Send(vec![part(b"x")]), Some(C::RejectProtocol), "ManifestPart after the manifest");
     offer_without_a_manifest => |_c: &Ctx| manifest_case(
         vec![pb::PushRequest { msg: Some(Out::Offer(pb::Offer { form: None })) }],
         C::RejectProtocol,
@@ -813,6 +870,36 @@ fn an_honest_delta_goes_live_with_the_signed_bytes() {
     assert_eq!(
         std::fs::read(www.join("Packages/b.rpm")).unwrap(),
         ctx.new_pkg
+    );
+}
+
+#[test]
+fn an_honest_manifest_in_parts_goes_live() {
+    let (bench, ctx) = bench_with_v5();
+    let (d, p) = (ctx.new_digest, ctx.new_pkg.clone());
+    let signed = ctx.sign(&ctx.v6());
+    let digest = Sha256Digest::of(&signed.manifest_bytes);
+    let answers = bench.exchange(parts_offer(signed, 7), move |want| {
+        let mut msgs = Vec::new();
+        for w in &want.blobs {
+            let body: &[u8] = if w.digest[..] == d.0 { &p } else { REPOMD_V6 };
+            msgs.push(chunk(
+                &Sha256Digest::from_slice(&w.digest).unwrap(),
+                0,
+                body,
+            ));
+        }
+        msgs.push(commit());
+        After::Send(msgs)
+    });
+    let Some(In::Ack(ack)) = answers.last() else {
+        panic!("push in parts not acked: {answers:?}\n{}", bench.log());
+    };
+    assert_eq!((ack.version, &ack.manifest_digest[..]), (6, &digest.0[..]));
+    let www = bench.agent_dir().join("www").join(REPO);
+    assert_eq!(
+        std::fs::read(www.join("repodata/repomd.xml")).unwrap(),
+        REPOMD_V6
     );
 }
 
