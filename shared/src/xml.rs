@@ -136,6 +136,13 @@ impl<R: BufRead> Walker<R> {
         }
     }
 
+    /// Skips text that is only whitespace (between elements) instead of
+    /// returning it, and the leading whitespace of other text.
+    pub fn skip_leading_whitespace(mut self) -> Self {
+        self.reader.config_mut().trim_text_start = true;
+        self
+    }
+
     /// The next step.
     pub fn step(&mut self) -> Result<Step<'_>, XmlError> {
         if self.pending_close {

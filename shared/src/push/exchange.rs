@@ -196,10 +196,7 @@ type Plan = Vec<(Sha256Digest, u64, u64)>;
 /// Takes the Want by value so that it, and the lookup built from it, are
 /// freed before the blobs stream: in a first push of 100,000 files they
 /// are ~16 MB per agent, and a push lives for minutes.
-fn plan(
-    wanted: pb::Want,
-    snapshot: &Snapshot,
-) -> Result<(Plan, usize), PushFailure> {
+fn plan(wanted: pb::Want, snapshot: &Snapshot) -> Result<(Plan, usize), PushFailure> {
     // The agent's own limit: 64 KiB from agents too old to say.
     let chunk = match wanted.max_chunk_bytes {
         0 => OLD_AGENT_CHUNK_BYTES,

@@ -22,13 +22,16 @@ pub enum ChecksumKind {
 impl ChecksumKind {
     /// From a `type=` attribute; case-insensitive, `sha` means sha1.
     pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "md5" => Some(Self::Md5),
-            "sha" | "sha1" => Some(Self::Sha1),
-            "sha256" => Some(Self::Sha256),
-            "sha512" => Some(Self::Sha512),
-            _ => None,
-        }
+        [
+            ("sha256", Self::Sha256),
+            ("sha512", Self::Sha512),
+            ("sha1", Self::Sha1),
+            ("sha", Self::Sha1),
+            ("md5", Self::Md5),
+        ]
+        .into_iter()
+        .find(|(name, _)| s.eq_ignore_ascii_case(name))
+        .map(|(_, kind)| kind)
     }
 
     /// Canonical lowercase name.
@@ -78,21 +81,36 @@ pub struct Checksum {
 impl Checksum {
     /// Validates the type and the hex value; `file` names the source in errors.
     pub fn parse(kind: &str, value: &str, file: &str) -> Result<Self, RepoError> {
+        Self::from_text(kind, value.to_owned(), || file.to_owned())
+    }
+
+    /// [`Checksum::parse`] of an element's captured text, reusing its
+    /// String; `file` is called only to name the source in an error (this
+    /// runs once per package of primary.xml).
+    pub fn from_text(
+        kind: &str,
+        mut text: String,
+        file: impl Fn() -> String,
+    ) -> Result<Self, RepoError> {
         let kind = ChecksumKind::parse(kind).ok_or_else(|| RepoError::UnsupportedChecksum {
-            file: file.to_owned(),
+            file: file(),
             kind: kind.to_owned(),
         })?;
-        let hex = value.trim().to_ascii_lowercase();
-        if hex.len() != kind.hex_len() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let value = text.trim();
+        if value.len() != kind.hex_len() || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(invalid(
-                file,
+                &file(),
                 format!(
                     "{kind} checksum {value:?} is not {} hex digits",
                     kind.hex_len()
                 ),
             ));
         }
-        Ok(Self { kind, hex })
+        if value.len() != text.len() {
+            text = value.to_owned();
+        }
+        text.make_ascii_lowercase();
+        Ok(Self { kind, hex: text })
     }
 }
 
