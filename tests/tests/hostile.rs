@@ -408,6 +408,24 @@ impl Ctx {
     fn sign(&self, d: &Draft) -> pb::SignedManifest {
         signed_bytes(&self.key, d.bytes())
     }
+    /// An honest origin's answer to the Want for version 6: every wanted
+    /// blob whole, then Commit.
+    fn send_v6_blobs(&self) -> impl FnOnce(&pb::Want) -> After + use<> {
+        let (d, p) = (self.new_digest, self.new_pkg.clone());
+        move |want| {
+            let mut msgs = Vec::new();
+            for w in &want.blobs {
+                let body: &[u8] = if w.digest[..] == d.0 { &p } else { REPOMD_V6 };
+                msgs.push(chunk(
+                    &Sha256Digest::from_slice(&w.digest).unwrap(),
+                    0,
+                    body,
+                ));
+            }
+            msgs.push(commit());
+            After::Send(msgs)
+        }
+    }
     /// Version 6 as a delta against the installed version 5, as an origin
     /// sends it (a.rpm removed; b.rpm and repomd.xml changed), then `f`.
     fn delta(&self, f: impl Fn(&mut pb::ManifestDelta)) -> pb::ManifestDelta {
@@ -841,21 +859,8 @@ fn an_honest_push_after_a_hang_up_resumes_the_partial_blob() {
 #[test]
 fn an_honest_delta_goes_live_with_the_signed_bytes() {
     let (bench, ctx) = bench_with_v5();
-    let (d, p) = (ctx.new_digest, ctx.new_pkg.clone());
     let delta = ctx.delta(|_| {});
-    let answers = bench.exchange(vec![delta_offer(delta.clone())], move |want| {
-        let mut msgs = Vec::new();
-        for w in &want.blobs {
-            let body: &[u8] = if w.digest[..] == d.0 { &p } else { REPOMD_V6 };
-            msgs.push(chunk(
-                &Sha256Digest::from_slice(&w.digest).unwrap(),
-                0,
-                body,
-            ));
-        }
-        msgs.push(commit());
-        After::Send(msgs)
-    });
+    let answers = bench.exchange(vec![delta_offer(delta.clone())], ctx.send_v6_blobs());
     let Some(In::Ack(ack)) = answers.last() else {
         panic!("delta push not acked: {answers:?}\n{}", bench.log());
     };
@@ -876,22 +881,9 @@ fn an_honest_delta_goes_live_with_the_signed_bytes() {
 #[test]
 fn an_honest_manifest_in_parts_goes_live() {
     let (bench, ctx) = bench_with_v5();
-    let (d, p) = (ctx.new_digest, ctx.new_pkg.clone());
     let signed = ctx.sign(&ctx.v6());
     let digest = Sha256Digest::of(&signed.manifest_bytes);
-    let answers = bench.exchange(parts_offer(signed, 7), move |want| {
-        let mut msgs = Vec::new();
-        for w in &want.blobs {
-            let body: &[u8] = if w.digest[..] == d.0 { &p } else { REPOMD_V6 };
-            msgs.push(chunk(
-                &Sha256Digest::from_slice(&w.digest).unwrap(),
-                0,
-                body,
-            ));
-        }
-        msgs.push(commit());
-        After::Send(msgs)
-    });
+    let answers = bench.exchange(parts_offer(signed, 7), ctx.send_v6_blobs());
     let Some(In::Ack(ack)) = answers.last() else {
         panic!("push in parts not acked: {answers:?}\n{}", bench.log());
     };
