@@ -5,9 +5,11 @@
 //! that stores the signed manifest, so a crash can never reuse one.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use hotpush_shared::Limits;
 use hotpush_shared::Sha256Digest;
 use hotpush_shared::clock::now_unix;
@@ -18,7 +20,8 @@ use hotpush_shared::push::Target;
 use hotpush_shared::repo::{FileKey, HashCache};
 use hotpush_shared::snapshot::{Snapshot, SnapshotError};
 use hotpush_shared::url::PublicUrl;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 
 /// Why the database refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +34,11 @@ pub enum DbError {
     NoSuchAgent(String),
     #[error("an agent named {0:?} already exists")]
     AgentExists(String),
+    #[error("writing the {what} into the database: {source}")]
+    Write {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("stored {what} {value:?} is invalid: {why}")]
     Corrupt {
         what: &'static str,
@@ -305,8 +313,8 @@ impl Db {
         &self,
         repo: &str,
         publisher: &str,
-        make: impl FnOnce(u64) -> Result<(Vec<u8>, Sha256Digest, u64), E>,
-    ) -> Result<Result<VersionRecord, E>, DbError> {
+        make: impl FnOnce(u64) -> Result<(Vec<Bytes>, Sha256Digest, u64), E>,
+    ) -> Result<Result<VersionInfo, E>, DbError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction()?;
         let latest: Option<u64> = tx.query_row(
@@ -320,20 +328,32 @@ impl Db {
             Err(e) => return Ok(Err(e)),
         };
         let created_unix = now_unix();
+        // The signed manifest (~10 MB at 100,000 files) is written in its
+        // pieces through SQLite's blob I/O: binding it would copy it whole,
+        // twice (our concatenation, then SQLite's own).
+        let len: usize = signed.iter().map(Bytes::len).sum();
         tx.execute(
             "INSERT INTO versions (repo, version, manifest_digest, signed, repomd_timestamp, created_unix, publisher) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![repo, version, &digest.0[..], signed, repomd_timestamp, created_unix, publisher],
+            params![repo, version, &digest.0[..], ZeroBlob(len as u64), repomd_timestamp, created_unix, publisher],
         )?;
+        let mut blob =
+            tx.blob_open(MAIN_DB, "versions", "signed", tx.last_insert_rowid(), false)?;
+        for part in &signed {
+            blob.write_all(part).map_err(|e| DbError::Write {
+                what: "signed manifest",
+                source: e,
+            })?;
+        }
+        blob.close()?;
         tx.execute(
             "INSERT INTO audit (at_unix, who, action, repo, version, manifest_digest, detail) VALUES (?1, ?2, 'publish', ?3, ?4, ?5, '')",
             params![created_unix, publisher, repo, version, digest.to_hex()],
         )?;
         tx.commit()?;
-        Ok(Ok(VersionRecord {
+        Ok(Ok(VersionInfo {
             repo: repo.to_owned(),
             version,
             manifest_digest: digest,
-            signed,
             repomd_timestamp,
             created_unix,
         }))
@@ -631,13 +651,15 @@ mod tests {
         let db = Db::open(dir.path()).unwrap();
         let d = Sha256Digest::of(b"m");
         let v1 = db
-            .insert_version::<()>("r", "alice", |v| Ok((vec![v as u8], d, 5)))
+            .insert_version::<()>("r", "alice", |v| {
+                Ok((vec![Bytes::from(vec![v as u8])], d, 5))
+            })
             .unwrap()
             .unwrap();
         let failed = db.insert_version("r", "alice", |_| Err("invalid")).unwrap();
         assert!(failed.is_err());
         let v2 = db
-            .insert_version::<()>("r", "bob", |v| Ok((vec![v as u8], d, 6)))
+            .insert_version::<()>("r", "bob", |v| Ok((vec![Bytes::from(vec![v as u8])], d, 6)))
             .unwrap()
             .unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));

@@ -161,7 +161,7 @@ mod tests {
                     entries,
                 };
                 let signed = key.sign(manifest.encode());
-                Ok((signed.to_bytes(), signed.digest(), 0))
+                Ok((signed.to_byte_parts().to_vec(), signed.digest(), 0))
             })
             .unwrap()
             .unwrap();

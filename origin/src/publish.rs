@@ -10,7 +10,7 @@ use hotpush_shared::repo::{RepoError, validate_repo_since};
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::{Import, StoreError};
 
-use crate::db::{DbError, VersionRecord};
+use crate::db::{DbError, VersionInfo};
 use crate::origin::Origin;
 
 /// Why a publish was refused. Nothing is stored when this is returned.
@@ -39,7 +39,7 @@ pub enum PublishError {
 /// A stored, signed version.
 #[derive(Debug)]
 pub struct Publication {
-    pub record: VersionRecord,
+    pub record: VersionInfo,
     pub snapshot: Arc<Snapshot>,
     pub unreferenced: Vec<String>,
     /// Blobs the origin had not stored before.
@@ -134,7 +134,8 @@ pub fn resign_latest(
         .ok_or_else(|| PublishError::NothingPublished(repo.clone()))?;
     let record = origin
         .db
-        .latest(repo.as_str())?
+        .version_infos(repo.as_str(), 1)?
+        .pop()
         .ok_or_else(|| PublishError::NothingPublished(repo.clone()))?;
     let (record, snapshot, _) = sign_version(
         origin,
@@ -161,7 +162,7 @@ fn sign_version(
     entries: Vec<Entry>,
     repomd_timestamp: u64,
     who: &str,
-) -> Result<(VersionRecord, Arc<Snapshot>, bool), PublishError> {
+) -> Result<(VersionInfo, Arc<Snapshot>, bool), PublishError> {
     let limits = &origin.config.limits;
     let previous = origin.latest(repo)?;
     let created = now_unix();
@@ -180,7 +181,7 @@ fn sign_version(
             manifest.version = version;
             manifest.check_entries(limits)?;
             let s = origin.key.sign(manifest.encode());
-            let out = (s.to_bytes(), s.digest(), repomd_timestamp);
+            let out = (s.to_byte_parts().to_vec(), s.digest(), repomd_timestamp);
             signed = Some(s);
             Ok(out)
         })??;
