@@ -461,6 +461,8 @@ pub fn validate_repo_since(
     for p in &packages {
         v.verify::<()>(&p.href, &p.checksum, Some(p.size), &from_primary, None)?;
     }
+    // Freed before the tree is listed: ~17 MB at 100,000 packages.
+    drop(packages);
 
     let unreferenced = v
         .tree
