@@ -273,7 +273,7 @@ impl OfferForm<'_> {
 }
 
 /// The forms to try, in order: each next one after a refusal that
-/// [`send_whole_instead`] accepts. Whole manifests always go in parts,
+/// [`try_next_form`] accepts. Whole manifests always go in parts,
 /// however small: one path for every size.
 fn offer_forms<'a>(snapshot: &Snapshot, delta: Option<&'a Delta>) -> Vec<OfferForm<'a>> {
     let mut forms: Vec<OfferForm<'a>> = delta
@@ -370,7 +370,7 @@ async fn open(
 /// agent has another base for a delta or could not rebuild it
 /// (`delta_base`), or predates the form and saw an Offer without a
 /// manifest (`protocol`). Anything else would refuse every form.
-fn send_whole_instead(failure: &PushFailure) -> bool {
+fn try_next_form(failure: &PushFailure) -> bool {
     matches!(failure, PushFailure::Rejected { code, .. } if code == "delta_base" || code == "protocol")
 }
 
@@ -401,7 +401,7 @@ pub async fn push(
         let (offered, opened) = open(&mut client, offer, parts).await;
         offer_bytes += offered;
         match (&opened, forms.peek()) {
-            (Err(failure), Some(next)) if send_whole_instead(failure) => {
+            (Err(failure), Some(next)) if try_next_form(failure) => {
                 tracing::info!(
                     repo = %snapshot.repo(), version = snapshot.version(), reason = %failure,
                     "{} refused: offering the {}", form.name(), next.name()
