@@ -142,7 +142,7 @@ pub const METALINK_PUBLISHES: usize = 16;
 /// Publishes of each tree before peak memory is read.
 pub const RSS_PUBLISHES: usize = 12;
 /// How long after a publish current RSS is read: longer than the daemons'
-/// jemalloc takes to hand freed pages back (`dirty_decay_ms` 1000 in
+/// jemalloc takes to hand freed pages back (`dirty_decay_ms` 250 in
 /// `.cargo/config.toml`), so the reading is what stays, not garbage of
 /// the publish just done. Peaks (VmHWM) are unaffected.
 const RSS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
