@@ -370,19 +370,6 @@ impl Db {
         })
     }
 
-    /// The newest version of `repo`, with its signed manifest (at 100,000
-    /// files ~8 MB: lists of versions come without, from `version_infos`).
-    pub fn latest(&self, repo: &str) -> Result<Option<VersionRecord>, DbError> {
-        let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT repo, version, manifest_digest, signed, repomd_timestamp, created_unix FROM versions WHERE repo = ?1 ORDER BY version DESC LIMIT 1",
-        )?;
-        Ok(stmt
-            .query_map(params![repo], Self::version_row)?
-            .next()
-            .transpose()?)
-    }
-
     /// The newest `limit` versions of `repo`, newest first, without their
     /// signed manifests.
     pub fn version_infos(&self, repo: &str, limit: usize) -> Result<Vec<VersionInfo>, DbError> {
@@ -663,7 +650,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
-        assert_eq!(db.latest("r").unwrap().unwrap().version, 2);
+        assert_eq!(db.version_infos("r", 1).unwrap()[0].version, 2);
         db.record_ack("a1", "r", 2, &d, true, "").unwrap();
         db.record_ack("a1", "r", 1, &d, true, "").unwrap();
         assert_eq!(db.acks("r").unwrap()[0].version, 2);
