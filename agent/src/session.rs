@@ -153,19 +153,17 @@ const FLIP_WAIT: Duration = Duration::from_secs(600);
 /// How long a push waits for its share of the unverified-Offer budget.
 const OFFER_BUDGET_WAIT: Duration = Duration::from_secs(30);
 
-/// One Offer's share of the unverified-Offer budget, waited for at most
-/// [`OFFER_BUDGET_WAIT`].
-async fn offer_share(agent: &Agent) -> Result<tokio::sync::OwnedSemaphorePermit, PushError> {
-    tokio::time::timeout(
-        OFFER_BUDGET_WAIT,
-        agent
-            .offer_budget
-            .clone()
-            .acquire_many_owned(agent.offer_cost_kib()),
-    )
-    .await
-    .map_err(|_| PushError::OfferBudget)?
-    .map_err(|_| PushError::OfferBudget)
+/// A permit of the unverified-Offer budget (or of the one-rebuild-at-a-time
+/// semaphore), waited for at most [`OFFER_BUDGET_WAIT`].
+async fn budget_permit(
+    acquire: impl std::future::Future<
+        Output = Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError>,
+    >,
+) -> Result<tokio::sync::OwnedSemaphorePermit, PushError> {
+    tokio::time::timeout(OFFER_BUDGET_WAIT, acquire)
+        .await
+        .map_err(|_| PushError::OfferBudget)?
+        .map_err(|_| PushError::OfferBudget)
 }
 
 /// Reads the ManifestPart messages of a split Offer into the whole signed
@@ -367,7 +365,13 @@ where
     let idle = Duration::from_secs(agent.config.connections.push_idle_timeout_secs.max(1));
     // Reading an Offer may buffer a manifest-sized message: charge the
     // shared budget before reading, give it back once verified.
-    let budget = offer_share(agent).await?;
+    let budget = budget_permit(
+        agent
+            .offer_budget
+            .clone()
+            .acquire_many_owned(agent.offer_cost_kib()),
+    )
+    .await?;
     let started = Instant::now();
     let offer = match next_within(inbound, idle).await {
         None => return Ok(None),
@@ -396,12 +400,7 @@ where
     // A delta rebuilds up to a manifest's worth of bytes beside its message:
     // one at a time ([`Agent::rebuilding`]); a rebuild takes milliseconds.
     let rebuilding = match offer {
-        Offered::Delta(_) => Some(
-            tokio::time::timeout(OFFER_BUDGET_WAIT, agent.rebuilding.clone().acquire_owned())
-                .await
-                .map_err(|_| PushError::OfferBudget)?
-                .map_err(|_| PushError::OfferBudget)?,
-        ),
+        Offered::Delta(_) => Some(budget_permit(agent.rebuilding.clone().acquire_owned()).await?),
         Offered::Whole(_) => None,
     };
     let mut state_error = None;
