@@ -710,11 +710,16 @@ impl<'a> Bench<'a> {
             bail!("GET {path} from the origin answered {status}");
         }
         let secs = self.p.wrk_secs;
+        // Each server starts with no writeback of earlier workloads still
+        // running: the first wrk run otherwise pays for the publishes
+        // before it, and nginx, measured second, does not.
+        flush()?;
         let origin = metalink::wrk(&format!("http://{}{path}", hp.origin_http()), secs)?;
         self.step += 1;
         let nginx_dir = self.root.join(format!("nginx-{:03}", self.step));
         empty_dir(&nginx_dir)?;
         let (nginx, url) = metalink::nginx_serving(&body, &nginx_dir, &path)?;
+        flush()?;
         let static_file = metalink::wrk(&url, secs);
         drop(nginx);
         let static_file = static_file?;

@@ -8,6 +8,7 @@
 //! - [`checksum`]: the checksum types repodata declares, hashing several at once;
 //! - [`repomd`]: the repomd.xml model and parser;
 //! - [`primary`]: the primary.xml parser (gz, zst, xz or plain; bounded);
+//! - [`read_ahead`]: decompression on one thread, parsing on another;
 //! - [`hash_cache`]: sha256 by stat identity, so unchanged files are not re-read;
 //! - [`tree`]: the publish directory, read without following any symlink;
 //! - [`validate`]: a directory → the files to publish, every one verified.
@@ -24,6 +25,7 @@ use crate::xml::XmlError;
 pub mod checksum;
 pub mod hash_cache;
 pub mod primary;
+mod read_ahead;
 pub mod repomd;
 pub mod tree;
 pub mod validate;
