@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::hotpush::Memory;
 use crate::metalink::Load;
 use crate::rsync::Cipher;
-use crate::{Scale, Workload};
+use crate::{Scale, Workload, durable_key};
 
 /// A column of the timing table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,6 +248,36 @@ impl Report {
                     r.label,
                     cell(Tool::Hotpush),
                     cell(Tool::RsyncDaemon),
+                    cell(Tool::Cp),
+                );
+            }
+            s.push('\n');
+        }
+        let durable: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.extra.contains_key(&durable_key(Tool::RsyncDaemon)))
+            .collect();
+        if !durable.is_empty() {
+            s.push_str(
+                "| cold workload, until on disk | hotpush (acks once durable) | rsync daemon ×4, then `sync` | rsync ssh ×4, then `sync` (chacha20 / aes-gcm) | cp ×4, then `sync` | hotpush ÷ (rsync daemon + `sync`) |\n\
+                 |---|---:|---:|---:|---:|---:|\n",
+            );
+            for r in durable {
+                let on_disk = |t: Tool| r.extra.get(&durable_key(t)).and_then(|v| median(v));
+                let cell = |t: Tool| on_disk(t).map_or(DASH.to_owned(), secs);
+                let ratio = match (r.median(Tool::Hotpush), on_disk(Tool::RsyncDaemon)) {
+                    (Some(h), Some(d)) => format!("{:.2}", h / d),
+                    _ => DASH.to_owned(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} / {} | {} | {ratio} |",
+                    r.label,
+                    r.median(Tool::Hotpush).map_or(DASH.to_owned(), secs),
+                    cell(Tool::RsyncDaemon),
+                    cell(Tool::RsyncSsh(Cipher::Chacha20)),
+                    cell(Tool::RsyncSsh(Cipher::Aes128Gcm)),
                     cell(Tool::Cp),
                 );
             }
