@@ -3,8 +3,9 @@
 //! parsed, so on two cores the two costs overlap instead of adding up.
 //!
 //! The consumer sees an ordinary [`Read`]: the source's bytes in order, its
-//! read errors where they happened, then end of file. What is in flight is
-//! bounded ([`IN_FLIGHT`] chunks of [`CHUNK`] bytes), and the reading stops
+//! read errors where they happened, then end of file. Memory is bounded: at
+//! most [`IN_FLIGHT`] chunks wait, one is being filled, one read and
+//! [`SPARE`] kept for reuse, [`CHUNK`] bytes each (2 MiB). The reading stops
 //! as soon as the consumer lets go of its reader, so a consumer that refuses
 //! early (an XML error, a size limit) never makes the source run on.
 
@@ -15,6 +16,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 const CHUNK: usize = 256 * 1024;
 /// Chunks read ahead of the consumer.
 const IN_FLIGHT: usize = 4;
+/// Spent chunks kept to be filled again.
+const SPARE: usize = 2;
 
 /// Runs `consume` on a scoped thread over a reader that yields what this
 /// thread reads from `source`, and returns what `consume` returned.
@@ -27,7 +30,7 @@ where
     let (chunks, received) = sync_channel(IN_FLIGHT);
     // Spent chunks come back to be filled again, so no chunk is allocated
     // (and faulted in) more than once.
-    let (give_back, spent) = sync_channel(IN_FLIGHT + 2);
+    let (give_back, spent) = sync_channel(SPARE);
     std::thread::scope(|scope| {
         let consumer = scope.spawn(move || {
             let mut reader = Handed {
