@@ -7,11 +7,15 @@
 //! (its content address), the checksum the repodata declares, and, when
 //! given an [`Import`], writes it into the blob store; primary.xml is also
 //! parsed in that same pass. An unchanged file whose stat identity the
-//! hash cache knows is not read at all.
+//! hash cache knows is not read at all. Package files are read by one
+//! thread per core (at most four).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::checksum::MultiHasher;
 use super::tree::{FileStat, SourceTree};
@@ -100,6 +104,9 @@ struct Validator<'a, 'i> {
     /// The latest published snapshot, whose blobs the store holds.
     published: Option<&'a Manifest>,
     files: BTreeMap<RelPath, Accepted>,
+    /// Files accepted so far but for their content, which is being read
+    /// ([`Validator::verify_packages`]): they count against the limits.
+    reading: usize,
     total: u64,
 }
 
@@ -113,7 +120,7 @@ impl Validator<'_, '_> {
         if size > self.limits.max_blob_bytes {
             return Err(exceeded("max_blob_bytes", self.limits.max_blob_bytes));
         }
-        if self.files.len() >= self.limits.max_entries {
+        if self.files.len() + self.reading >= self.limits.max_entries {
             return Err(exceeded("max_entries", self.limits.max_entries as u64));
         }
         self.total = self.total.saturating_add(size);
@@ -144,47 +151,19 @@ impl Validator<'_, '_> {
         extra: ChecksumKind,
         store_unless: Option<&Sha256Digest>,
         consume: impl FnOnce(&mut dyn Read) -> Result<T, RepoError>,
-    ) -> Result<(FileStat, Sha256Digest, Option<String>, T), RepoError> {
+    ) -> Result<(Hashed, T), RepoError> {
         let (file, stat) = self.tree.open_file(rel, listed_in)?;
-        let mut hashers = MultiHasher::new(extra);
-        let needs_storing = |i: &Import<'_>| store_unless.is_none_or(|d| !i.has(d));
-        let mut staging = match self.import.as_deref() {
-            Some(i) if needs_storing(i) => Some(i.begin()?),
+        let staging = match self.import.as_deref() {
+            Some(i) if needs_storing(i, store_unless) => Some(i.begin()?),
             _ => None,
         };
-        let mut tee = Tee {
-            inner: file,
-            hashers: &mut hashers,
-            staging: staging.as_mut(),
-            failed: None,
-        };
-        let made = consume(&mut tee)?;
-        // Whatever `consume` left unread still counts.
         let mut buf = vec![0u8; READ_BUF_BYTES];
-        loop {
-            match tee.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_err(rel)(e)),
-            }
-        }
-        if let Some(e) = tee.failed.take() {
-            return Err(RepoError::Io {
-                path: format!("storing {rel}"),
-                source: e,
-            });
-        }
-        let (size, sha256, other) = hashers.finish();
-        if size != stat.size {
-            return Err(RepoError::Changed {
-                path: rel.to_owned(),
-            });
-        }
+        let (hashed, staging, made) =
+            read_through(file, stat, rel, extra, staging, &mut buf, consume)?;
         if let (Some(staging), Some(import)) = (staging, self.import.as_deref_mut()) {
-            import.keep(staging, sha256)?;
+            import.keep(staging, hashed.sha256)?;
         }
-        Ok((stat, sha256, other, made))
+        Ok((hashed, made))
     }
 
     /// Adds a file no checksum is declared for (repomd.xml's `.asc`/`.key`).
@@ -195,13 +174,13 @@ impl Validator<'_, '_> {
             other => other?,
         };
         self.check_limits(rel, stat.size)?;
-        let (stat, sha256, _, ()) =
+        let (hashed, ()) =
             self.read_once(rel, REPOMD_PATH, ChecksumKind::Sha256, None, |_| Ok(()))?;
         self.files.insert(
             path,
             Accepted {
-                size: stat.size,
-                sha256,
+                size: hashed.stat.size,
+                sha256: hashed.sha256,
                 other: None,
             },
         );
@@ -259,13 +238,55 @@ impl Validator<'_, '_> {
             };
         }
 
-        let declared_sha256 = (declared.kind == ChecksumKind::Sha256)
-            .then(|| declared.hex.parse::<Sha256Digest>().ok())
-            .flatten();
+        let Some(path) =
+            self.before_reading(path, declared, declared_size, source, consume.is_none())?
+        else {
+            return Ok(None);
+        };
+        let declared_sha256 = sha256_declared(declared);
+        let (hashed, made) = match consume {
+            Some(consume) => {
+                let (h, t) = self.read_once(
+                    rel,
+                    source.label,
+                    declared.kind,
+                    declared_sha256.as_ref(),
+                    consume,
+                )?;
+                (h, Some(t))
+            }
+            None => {
+                let (h, ()) = self.read_once(
+                    rel,
+                    source.label,
+                    declared.kind,
+                    declared_sha256.as_ref(),
+                    |_| Ok(()),
+                )?;
+                (h, None)
+            }
+        };
+        self.after_reading(path, declared, source, hashed)?;
+        Ok(made)
+    }
+
+    /// What can be checked of `path` before reading it: its declared size,
+    /// the limits, and, when `may_skip` (nothing parses it), whether it can
+    /// be accepted unread. `None` when it was accepted unread.
+    fn before_reading(
+        &mut self,
+        path: RelPath,
+        declared: &Checksum,
+        declared_size: Option<u64>,
+        source: &Source<'_>,
+        may_skip: bool,
+    ) -> Result<Option<RelPath>, RepoError> {
+        let rel = path.as_str();
+        let declared_sha256 = sha256_declared(declared);
         // Declared exactly as the latest published snapshot has it: its
         // blob is in the store, verified when it was published, so the
         // directory is not looked at. A publish costs what changed.
-        if consume.is_none()
+        if may_skip
             && let Some(sha256) = declared_sha256
             && let Some(e) = self.published.and_then(|m| m.entry(rel))
             && e.sha256 == sha256
@@ -287,13 +308,18 @@ impl Validator<'_, '_> {
         if let Some(d) = declared_size
             && d != stat.size
         {
-            return Err(size_mismatch(stat.size, d));
+            return Err(RepoError::SizeMismatch {
+                path: rel.to_owned(),
+                actual: stat.size,
+                declared: d,
+                listed_in: source.label.to_owned(),
+            });
         }
         self.check_limits(rel, stat.size)?;
 
         // Trade-off (hash_cache): an unchanged stat identity is trusted to mean
         // unchanged content; a hit that disagrees is re-hashed below.
-        if consume.is_none()
+        if may_skip
             && let Some(sha256) = declared_sha256
             && self.cache.get(&stat.key) == Some(sha256)
         {
@@ -307,47 +333,249 @@ impl Validator<'_, '_> {
             );
             return Ok(None);
         }
+        Ok(Some(path))
+    }
 
-        let (stat, sha256, other_hex, made) = match consume {
-            Some(consume) => {
-                let (st, d, o, t) = self.read_once(
-                    rel,
-                    source.label,
-                    declared.kind,
-                    declared_sha256.as_ref(),
-                    consume,
-                )?;
-                (st, d, o, Some(t))
-            }
-            None => {
-                let (st, d, o, ()) = self.read_once(
-                    rel,
-                    source.label,
-                    declared.kind,
-                    declared_sha256.as_ref(),
-                    |_| Ok(()),
-                )?;
-                (st, d, o, None)
-            }
-        };
-        self.cache.put(stat.key.clone(), sha256);
-        let actual = other_hex.clone().unwrap_or_else(|| sha256.to_hex());
+    /// Accepts `path` once read, if what was read matches the declaration.
+    fn after_reading(
+        &mut self,
+        path: RelPath,
+        declared: &Checksum,
+        source: &Source<'_>,
+        hashed: Hashed,
+    ) -> Result<(), RepoError> {
+        self.cache.put(hashed.stat.key.clone(), hashed.sha256);
+        let actual = hashed
+            .other
+            .clone()
+            .unwrap_or_else(|| hashed.sha256.to_hex());
         if actual != declared.hex {
-            return Err(checksum_mismatch(actual));
+            return Err(RepoError::ChecksumMismatch {
+                path: path.to_string(),
+                kind: declared.kind,
+                declared: declared.hex.clone(),
+                actual,
+                listed_in: source.label.to_owned(),
+            });
         }
         self.files.insert(
             path,
             Accepted {
-                size: stat.size,
-                sha256,
-                other: other_hex.map(|hex| Checksum {
+                size: hashed.stat.size,
+                sha256: hashed.sha256,
+                other: hashed.other.map(|hex| Checksum {
                     kind: declared.kind,
                     hex,
                 }),
             },
         );
-        Ok(made)
+        Ok(())
     }
+
+    /// [`Validator::verify`] for every package primary lists, with the
+    /// files that must be read read by several threads at once: hashing
+    /// (and storing) them is nearly all of a first publish, and one thread
+    /// left the other cores idle. The error is one a one-by-one check could
+    /// meet: the first in primary's order among files refused before
+    /// any read (missing, wrong size, a limit), else the first among the
+    /// files read.
+    fn verify_packages(
+        &mut self,
+        packages: &[Package],
+        source: &Source<'_>,
+    ) -> Result<(), RepoError> {
+        let mut to_read: Vec<(&Package, RelPath)> = Vec::new();
+        let mut reading: HashSet<&str> = HashSet::new();
+        // Listed again: compared with the first listing once that is read.
+        let mut again = Vec::new();
+        for p in packages {
+            let rel = p.href.as_str();
+            let path = self.rel_path(rel, source.path)?;
+            if self.files.contains_key(rel) || reading.contains(rel) {
+                again.push(p);
+                continue;
+            }
+            if let Some(path) =
+                self.before_reading(path, &p.checksum, Some(p.size), source, true)?
+            {
+                reading.insert(rel);
+                to_read.push((p, path));
+                self.reading += 1;
+            }
+        }
+        drop(reading);
+        let hashed = self.read_in_parallel(&to_read, source)?;
+        self.reading = 0;
+        for ((p, path), hashed) in to_read.into_iter().zip(hashed) {
+            self.after_reading(path, &p.checksum, source, hashed)?;
+        }
+        for p in again {
+            self.verify::<()>(&p.href, &p.checksum, Some(p.size), source, None)?;
+        }
+        Ok(())
+    }
+
+    /// Reads (hashes, and stores when importing) each file of `to_read` on
+    /// [`reader_threads`] threads; results in `to_read`'s order, or the
+    /// first error in that order.
+    fn read_in_parallel(
+        &mut self,
+        to_read: &[(&Package, RelPath)],
+        source: &Source<'_>,
+    ) -> Result<Vec<Hashed>, RepoError> {
+        let tree = Mutex::new(&mut self.tree);
+        let import = self.import.as_deref_mut().map(Mutex::new);
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let work = || {
+            let mut buf = vec![0u8; READ_BUF_BYTES];
+            let mut done = Vec::new();
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((p, path)) = to_read.get(i) else {
+                    break;
+                };
+                let result = read_package(&tree, import.as_ref(), p, path, source, &mut buf);
+                if result.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                done.push((i, result));
+            }
+            done
+        };
+        let threads = reader_threads().min(to_read.len()).max(1);
+        let mut results: Vec<(usize, Result<Hashed, RepoError>)> = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+            let mut all = work();
+            for h in helpers {
+                match h.join() {
+                    Ok(done) => all.extend(done),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            all
+        });
+        results.sort_unstable_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// Threads that read a publish's files: one per core, at most four (past
+/// that the disk, not the hashing, is the limit).
+fn reader_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Reads one package file for [`Validator::read_in_parallel`].
+fn read_package(
+    tree: &Mutex<&mut SourceTree>,
+    import: Option<&Mutex<&mut Import<'_>>>,
+    package: &Package,
+    path: &RelPath,
+    source: &Source<'_>,
+    buf: &mut [u8],
+) -> Result<Hashed, RepoError> {
+    let rel = path.as_str();
+    let (file, stat) = lock(tree).open_file(rel, source.label)?;
+    let store_unless = sha256_declared(&package.checksum);
+    let staging = match import {
+        Some(i) => {
+            let i = lock(i);
+            if needs_storing(&i, store_unless.as_ref()) {
+                Some(i.begin()?)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let (hashed, staging, ()) =
+        read_through(file, stat, rel, package.checksum.kind, staging, buf, |_| {
+            Ok(())
+        })?;
+    if let (Some(staging), Some(import)) = (staging, import) {
+        lock(import).keep(staging, hashed.sha256)?;
+    }
+    Ok(hashed)
+}
+
+/// A lock whose holder panicked still guards consistent data here (a
+/// directory cache, a list of staged blobs): use it.
+fn lock<'m, T>(m: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What reading a file gave.
+struct Hashed {
+    /// From the open descriptor; its size is what was read.
+    stat: FileStat,
+    sha256: Sha256Digest,
+    /// The declared checksum's kind, when not sha256, in hex.
+    other: Option<String>,
+}
+
+/// The declared checksum as a sha256 digest, when it is one.
+fn sha256_declared(declared: &Checksum) -> Option<Sha256Digest> {
+    (declared.kind == ChecksumKind::Sha256)
+        .then(|| declared.hex.parse::<Sha256Digest>().ok())
+        .flatten()
+}
+
+/// False when the store holds (or this import staged) the declared blob.
+fn needs_storing(import: &Import<'_>, store_unless: Option<&Sha256Digest>) -> bool {
+    store_unless.is_none_or(|d| !import.has(d))
+}
+
+/// Reads `file` to its end through the hashers (sha256 and `extra`) and
+/// into `staging`, handing the stream to `consume` first; checks that what
+/// was read is what `stat` said. Returns the staging for the caller to keep.
+fn read_through<T>(
+    file: File,
+    stat: FileStat,
+    rel: &str,
+    extra: ChecksumKind,
+    mut staging: Option<Staging>,
+    buf: &mut [u8],
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, RepoError>,
+) -> Result<(Hashed, Option<Staging>, T), RepoError> {
+    let mut hashers = MultiHasher::new(extra);
+    let mut tee = Tee {
+        inner: file,
+        hashers: &mut hashers,
+        staging: staging.as_mut(),
+        failed: None,
+    };
+    let made = consume(&mut tee)?;
+    // Whatever `consume` left unread still counts.
+    loop {
+        match tee.read(buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err(rel)(e)),
+        }
+    }
+    if let Some(e) = tee.failed.take() {
+        return Err(RepoError::Io {
+            path: format!("storing {rel}"),
+            source: e,
+        });
+    }
+    let (size, sha256, other) = hashers.finish();
+    if size != stat.size {
+        return Err(RepoError::Changed {
+            path: rel.to_owned(),
+        });
+    }
+    Ok((
+        Hashed {
+            stat,
+            sha256,
+            other,
+        },
+        staging,
+        made,
+    ))
 }
 
 /// Validates the yum repo in `dir`: see the module docs. Returns every file
@@ -380,6 +608,7 @@ pub fn validate_repo_since(
         import,
         published,
         files: BTreeMap::new(),
+        reading: 0,
         total: 0,
     };
 
@@ -458,9 +687,7 @@ pub fn validate_repo_since(
         label: "primary",
         path: &primary.href,
     };
-    for p in &packages {
-        v.verify::<()>(&p.href, &p.checksum, Some(p.size), &from_primary, None)?;
-    }
+    v.verify_packages(&packages, &from_primary)?;
     // Freed before the tree is listed: ~17 MB at 100,000 packages.
     drop(packages);
 
@@ -745,6 +972,56 @@ mod tests {
         let key = FileKey::from_metadata(&path, &fs::symlink_metadata(&path).unwrap());
         cache.put(key, Sha256Digest::of(b"something else"));
         assert!(validate_repo(&repo.root(), &Limits::default(), &mut cache, None).is_err());
+    }
+
+    #[test]
+    fn many_packages_are_read_by_several_threads_and_stored_once_each() {
+        let names: Vec<String> = (0..300).map(|i| format!("Packages/p{i:03}.rpm")).collect();
+        let bodies: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("package {}", i % 250).into_bytes())
+            .collect();
+        let specs: Vec<(&str, &[u8], &'static str)> = names
+            .iter()
+            .zip(&bodies)
+            .map(|(n, b)| (n.as_str(), b.as_slice(), "sha256"))
+            .collect();
+        let repo = build_with(Comp::Gz, &specs);
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::BlobStore::open(dir.path()).unwrap();
+        let mut import = Import::new(&store);
+        let v = validate_repo(
+            &repo.root(),
+            &Limits::default(),
+            &mut NoCache,
+            Some(&mut import),
+        )
+        .unwrap();
+        assert_eq!(v.files.len(), 303);
+        for (name, body) in names.iter().zip(&bodies) {
+            let f = v.files.iter().find(|f| f.path == name.as_str()).unwrap();
+            assert_eq!(f.sha256, Sha256Digest::of(body), "{name}");
+        }
+        // 250 distinct package bodies, primary.xml.gz, filelists, repomd.xml.
+        assert_eq!(import.len(), 253);
+        drop(import);
+
+        // Two bad files: the one primary lists first is the one named,
+        // whichever thread read it.
+        fs::write(repo.root().join(&names[271]), b"package 21!").unwrap();
+        fs::write(repo.root().join(&names[137]), b"package 137!").unwrap();
+        for _ in 0..5 {
+            let err = repo.validate().unwrap_err().to_string();
+            assert!(err.starts_with("Packages/p137.rpm: size 12 but"), "{err}");
+        }
+        fs::write(repo.root().join(&names[271]), b"package 2X").unwrap();
+        fs::write(repo.root().join(&names[137]), b"package 13X").unwrap();
+        for _ in 0..5 {
+            let err = repo.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with("Packages/p137.rpm: sha256 mismatch"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
