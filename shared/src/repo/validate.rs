@@ -376,38 +376,41 @@ impl Validator<'_, '_> {
     /// files that must be read read by several threads at once: hashing
     /// (and storing) them is nearly all of a first publish, and one thread
     /// left the other cores idle. The error is one a one-by-one check could
-    /// meet: the first in primary's order among files refused before
-    /// any read (missing, wrong size, a limit), else the first among the
-    /// files read.
+    /// meet: within each batch of [`READ_BATCH`] packages, the first in
+    /// primary's order among files refused before any read (missing, wrong
+    /// size, a limit), else the first among the files read.
     fn verify_packages(
         &mut self,
         packages: &[Package],
         source: &Source<'_>,
     ) -> Result<(), RepoError> {
-        let mut to_read: Vec<(&Package, RelPath)> = Vec::new();
-        let mut reading: HashSet<&str> = HashSet::new();
         // Listed again: compared with the first listing once that is read.
         let mut again = Vec::new();
-        for p in packages {
-            let rel = p.href.as_str();
-            let path = self.rel_path(rel, source.path)?;
-            if self.files.contains_key(rel) || reading.contains(rel) {
-                again.push(p);
-                continue;
+        // In batches, so that what is held between reading a file and
+        // accepting it stays small however many files a first publish has.
+        for batch in packages.chunks(READ_BATCH) {
+            let mut to_read: Vec<(&Package, RelPath)> = Vec::new();
+            let mut reading: HashSet<&str> = HashSet::new();
+            for p in batch {
+                let rel = p.href.as_str();
+                let path = self.rel_path(rel, source.path)?;
+                if self.files.contains_key(rel) || reading.contains(rel) {
+                    again.push(p);
+                    continue;
+                }
+                if let Some(path) =
+                    self.before_reading(path, &p.checksum, Some(p.size), source, true)?
+                {
+                    reading.insert(rel);
+                    to_read.push((p, path));
+                    self.reading += 1;
+                }
             }
-            if let Some(path) =
-                self.before_reading(path, &p.checksum, Some(p.size), source, true)?
-            {
-                reading.insert(rel);
-                to_read.push((p, path));
-                self.reading += 1;
+            let hashed = self.read_in_parallel(&to_read, source)?;
+            self.reading = 0;
+            for ((p, path), hashed) in to_read.into_iter().zip(hashed) {
+                self.after_reading(path, &p.checksum, source, hashed)?;
             }
-        }
-        drop(reading);
-        let hashed = self.read_in_parallel(&to_read, source)?;
-        self.reading = 0;
-        for ((p, path), hashed) in to_read.into_iter().zip(hashed) {
-            self.after_reading(path, &p.checksum, source, hashed)?;
         }
         for p in again {
             self.verify::<()>(&p.href, &p.checksum, Some(p.size), source, None)?;
@@ -459,6 +462,11 @@ impl Validator<'_, '_> {
         results.into_iter().map(|(_, r)| r).collect()
     }
 }
+
+/// Packages checked, read and accepted together (see
+/// [`Validator::verify_packages`]); small in tests, so that they span
+/// several batches.
+const READ_BATCH: usize = if cfg!(test) { 64 } else { 1024 };
 
 /// Threads that read a publish's files: one per core, at most four (past
 /// that the disk, not the hashing, is the limit).
