@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use super::checksum::MultiHasher;
 use super::tree::{FileStat, SourceTree};
@@ -427,7 +427,9 @@ impl Validator<'_, '_> {
         source: &Source<'_>,
     ) -> Result<Vec<Hashed>, RepoError> {
         let tree = Mutex::new(&mut self.tree);
-        let import = self.import.as_deref_mut().map(Mutex::new);
+        // Staging files are created under the read lock, side by side;
+        // only keeping one (a list push) takes the write lock.
+        let import = self.import.as_deref_mut().map(RwLock::new);
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let work = || {
@@ -477,7 +479,7 @@ fn reader_threads() -> usize {
 /// Reads one package file for [`Validator::read_in_parallel`].
 fn read_package(
     tree: &Mutex<&mut SourceTree>,
-    import: Option<&Mutex<&mut Import<'_>>>,
+    import: Option<&RwLock<&mut Import<'_>>>,
     package: &Package,
     path: &RelPath,
     source: &Source<'_>,
@@ -488,7 +490,7 @@ fn read_package(
     let store_unless = sha256_declared(&package.checksum);
     let staging = match import {
         Some(i) => {
-            let i = lock(i);
+            let i = i.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             if needs_storing(&i, store_unless.as_ref()) {
                 Some(i.begin()?)
             } else {
@@ -502,13 +504,17 @@ fn read_package(
             Ok(())
         })?;
     if let (Some(staging), Some(import)) = (staging, import) {
-        lock(import).keep(staging, hashed.sha256)?;
+        import
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .keep(staging, hashed.sha256)?;
     }
     Ok(hashed)
 }
 
 /// A lock whose holder panicked still guards consistent data here (a
-/// directory cache, a list of staged blobs): use it.
+/// directory cache, a list of staged blobs): use it (the import's
+/// `RwLock` is taken the same way).
 fn lock<'m, T>(m: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
