@@ -334,8 +334,6 @@ impl<'a> Bench<'a> {
 
     // ---- the baselines ------------------------------------------------
 
-    /// Empties the four destinations and copies `tree` into them with
-    /// `tool`: the cold case. Returns the wall time.
     /// A cold copy by `tool` to the four emptied destinations: how long it
     /// took, and how long until its data was on disk too (the tool's time
     /// plus a `sync` right after it). hotpush acks only once what it wrote
