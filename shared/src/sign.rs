@@ -1,7 +1,8 @@
 //! ed25519 snapshot signatures (docs/PROTOCOL.md "Roles and trust").
 //!
-//! The origin signs the exact manifest bytes; an agent checks the signature
-//! against its trusted keys *before* it decodes or writes anything.
+//! The origin signs the exact manifest bytes, through their SHA-256 under a
+//! label ([`signed_message`]); an agent checks the signature against its
+//! trusted keys *before* it decodes or writes anything.
 
 use std::collections::HashMap;
 use std::fmt;

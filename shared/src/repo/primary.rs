@@ -69,7 +69,8 @@ struct PackageBuilder {
 /// `.xz` or plain `.xml`. Bounded by `limits.max_primary_bytes` of
 /// decompressed XML and `limits.max_entries` packages. The reading (and
 /// decompressing) runs on this thread, the parsing beside it
-/// ([`read_ahead`]): at 100,000 packages inflating is as costly as parsing.
+/// ([`read_ahead`]): at 100,000 packages that takes the ~60 ms of
+/// inflating off the ~340 ms the two took one after the other.
 pub fn parse_primary(
     path_name: &str,
     reader: impl Read,
