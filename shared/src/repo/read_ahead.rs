@@ -28,8 +28,8 @@ where
     F: FnOnce(&mut dyn Read) -> T + Send,
 {
     let (chunks, received) = sync_channel(IN_FLIGHT);
-    // Spent chunks come back to be filled again, so no chunk is allocated
-    // (and faulted in) more than once.
+    // Spent chunks come back to be filled again, so in a steady stream no
+    // chunk is allocated (and faulted in) anew.
     let (give_back, spent) = sync_channel(SPARE);
     std::thread::scope(|scope| {
         let consumer = scope.spawn(move || {

@@ -70,6 +70,27 @@ struct Source<'a> {
     path: &'a str,
 }
 
+impl Source<'_> {
+    fn size_mismatch(&self, rel: &str, actual: u64, declared: u64) -> RepoError {
+        RepoError::SizeMismatch {
+            path: rel.to_owned(),
+            actual,
+            declared,
+            listed_in: self.label.to_owned(),
+        }
+    }
+
+    fn checksum_mismatch(&self, rel: &str, declared: &Checksum, actual: String) -> RepoError {
+        RepoError::ChecksumMismatch {
+            path: rel.to_owned(),
+            kind: declared.kind,
+            declared: declared.hex.clone(),
+            actual,
+            listed_in: self.label.to_owned(),
+        }
+    }
+}
+
 /// Reads a file's content as it is verified (primary.xml is parsed so).
 type Consume<'c, T> = Box<dyn FnOnce(&mut dyn Read) -> Result<T, RepoError> + 'c>;
 
@@ -199,26 +220,13 @@ impl Validator<'_, '_> {
         consume: Option<Consume<'_, T>>,
     ) -> Result<Option<T>, RepoError> {
         let path = self.rel_path(rel, source.path)?;
-        let size_mismatch = |actual, declared| RepoError::SizeMismatch {
-            path: rel.to_owned(),
-            actual,
-            declared,
-            listed_in: source.label.to_owned(),
-        };
-        let checksum_mismatch = |actual: String| RepoError::ChecksumMismatch {
-            path: rel.to_owned(),
-            kind: declared.kind,
-            declared: declared.hex.clone(),
-            actual,
-            listed_in: source.label.to_owned(),
-        };
 
         // Listed before (a package listed twice): compare with what we computed.
         if let Some(seen) = self.files.get(rel) {
             if let Some(d) = declared_size
                 && d != seen.size
             {
-                return Err(size_mismatch(seen.size, d));
+                return Err(source.size_mismatch(rel, seen.size, d));
             }
             let actual = match (&seen.other, declared.kind) {
                 (_, ChecksumKind::Sha256) => seen.sha256.to_hex(),
@@ -234,7 +242,7 @@ impl Validator<'_, '_> {
             return if actual == declared.hex {
                 Ok(None)
             } else {
-                Err(checksum_mismatch(actual))
+                Err(source.checksum_mismatch(rel, declared, actual))
             };
         }
 
@@ -308,12 +316,7 @@ impl Validator<'_, '_> {
         if let Some(d) = declared_size
             && d != stat.size
         {
-            return Err(RepoError::SizeMismatch {
-                path: rel.to_owned(),
-                actual: stat.size,
-                declared: d,
-                listed_in: source.label.to_owned(),
-            });
+            return Err(source.size_mismatch(rel, stat.size, d));
         }
         self.check_limits(rel, stat.size)?;
 
@@ -350,13 +353,7 @@ impl Validator<'_, '_> {
             .clone()
             .unwrap_or_else(|| hashed.sha256.to_hex());
         if actual != declared.hex {
-            return Err(RepoError::ChecksumMismatch {
-                path: path.to_string(),
-                kind: declared.kind,
-                declared: declared.hex.clone(),
-                actual,
-                listed_in: source.label.to_owned(),
-            });
+            return Err(source.checksum_mismatch(path.as_str(), declared, actual));
         }
         self.files.insert(
             path,
