@@ -9,6 +9,7 @@ use hotpush_shared::identity::PeerId;
 use hotpush_shared::manifest::RepoName;
 use hotpush_shared::name::AgentName;
 use hotpush_shared::push::{Announcements, Event, EventKind, FailureKind, Phase};
+use hotpush_shared::repo::KnownPackages;
 use hotpush_shared::sign::SigningKey;
 use hotpush_shared::snapshot::Snapshot;
 use hotpush_shared::store::BlobStore;
@@ -60,6 +61,9 @@ pub struct Origin {
     push_state: Mutex<HashMap<(AgentName, RepoName), PushState>>,
     /// The newest snapshot of each repo, decoded once.
     latest: Mutex<HashMap<RepoName, Arc<Snapshot>>>,
+    /// The primary.xml entries of the version of each repo this process
+    /// published last, so that the next publish parses only what changed.
+    known_packages: Mutex<HashMap<RepoName, (u64, Arc<KnownPackages>)>>,
     /// The change from each repo's previous version to its newest, for
     /// delta offers to the mirrors that have the previous one live.
     deltas: Mutex<HashMap<RepoName, Arc<Delta>>>,
@@ -101,6 +105,7 @@ impl Origin {
             announcements: Announcements::default(),
             push_state: Mutex::new(HashMap::new()),
             latest: Mutex::new(HashMap::new()),
+            known_packages: Mutex::new(HashMap::new()),
             deltas: Mutex::new(HashMap::new()),
             metrics,
             flips: Arc::new(crate::flip::Flips::new(metalinks.clone())),
@@ -140,6 +145,28 @@ impl Origin {
             );
         cache.insert(repo.clone(), snapshot.clone());
         Ok(Some(snapshot))
+    }
+
+    /// The primary.xml entries of `repo`'s version `version`, if this
+    /// process published it (after a restart the next publish parses all).
+    pub fn known_packages(&self, repo: &RepoName, version: u64) -> Option<Arc<KnownPackages>> {
+        let known = self
+            .known_packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        known
+            .get(repo)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, k)| k.clone())
+    }
+
+    /// Keeps the primary.xml entries of `repo`'s version `version`, just
+    /// published, in place of the previous version's.
+    pub fn remember_packages(&self, repo: &RepoName, version: u64, known: KnownPackages) {
+        self.known_packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(repo.clone(), (version, Arc::new(known)));
     }
 
     /// A new version of `repo` exists: wake its reconcilers. With the

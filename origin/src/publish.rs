@@ -63,6 +63,9 @@ pub fn publish(
     let started = std::time::Instant::now();
     let mut import = Import::new(&origin.store);
     let published = origin.latest(repo)?;
+    let known = published
+        .as_ref()
+        .and_then(|s| origin.known_packages(repo, s.version()));
     let mut hashes = origin.db.hash_cache(dir, published.is_none())?;
     let validated = validate_repo_since(
         dir,
@@ -70,6 +73,7 @@ pub fn publish(
         &mut hashes,
         Some(&mut import),
         published.as_deref().map(|s| &s.manifest),
+        known.as_deref(),
     )?;
     let validate_ms = started.elapsed().as_millis() as u64;
     // validate_repo returns the files sorted by path, as a manifest lists them.
@@ -106,10 +110,12 @@ pub fn publish(
         .unwrap_or(now_unix() as u64);
     let stored_ms = started.elapsed().as_millis() as u64;
     let (record, snapshot, unchanged) = sign_version(origin, repo, entries, repomd_timestamp, who)?;
+    origin.remember_packages(repo, record.version, validated.listings);
     // Where a publish's time went, for an operator wondering why it is slow.
     tracing::info!(
         repo = %repo, version = record.version, files = snapshot.manifest.entries.len(), new_blobs,
-        unreferenced = validated.unreferenced.len(), who, validate_ms, stored_ms,
+        recognised = validated.recognised, unreferenced = validated.unreferenced.len(), who,
+        validate_ms, stored_ms,
         total_ms = started.elapsed().as_millis() as u64, "published"
     );
     Ok(Publication {

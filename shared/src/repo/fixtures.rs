@@ -69,7 +69,7 @@ pub(crate) fn package_xml(name: &str, href: &str, kind: &str, hex: &str, size: u
   <version epoch="0" ver="1" rel="1"/>
   <checksum type="{kind}" pkgid="YES">{hex}</checksum>
   <summary>Say &lt;hello&gt; &amp; more</summary>
-  <description><![CDATA[A <test> package]]></description>
+  <description>A &lt;test&gt; package</description>
   <packager></packager>
   <url>https://example.org/?a=1&amp;b=2</url>
   <time file="1700000000" build="1700000000"/>

@@ -9,6 +9,8 @@
 //! - [`repomd`]: the repomd.xml model and parser;
 //! - [`primary`]: the primary.xml parser (gz, zst, xz or plain; bounded);
 //! - [`read_ahead`]: decompression on one thread, parsing on another;
+//! - [`known`], [`split`]: the entries of the last primary.xml, recognised
+//!   by their bytes and not parsed again;
 //! - [`hash_cache`]: sha256 by stat identity, so unchanged files are not re-read;
 //! - [`tree`]: the publish directory, read without following any symlink;
 //! - [`validate`]: a directory → the files to publish, every one verified.
@@ -24,9 +26,11 @@ use crate::xml::XmlError;
 
 pub mod checksum;
 pub mod hash_cache;
+pub mod known;
 pub mod primary;
 mod read_ahead;
 pub mod repomd;
+mod split;
 pub mod tree;
 pub mod validate;
 
@@ -35,7 +39,8 @@ mod fixtures;
 
 pub use checksum::{Checksum, ChecksumKind};
 pub use hash_cache::{FileKey, HashCache, MemoryCache, NoCache};
-pub use primary::{Package, parse_primary};
+pub use known::KnownPackages;
+pub use primary::{Listed, Package, parse_primary, parse_primary_listings};
 pub use repomd::{Repomd, RepomdData, parse_repomd};
 pub use validate::{RepoFile, ValidatedRepo, validate_repo, validate_repo_since};
 

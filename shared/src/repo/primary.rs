@@ -7,11 +7,14 @@ use std::cell::Cell;
 use std::io::{self, BufReader, Read};
 use std::rc::Rc;
 
+use super::known::KnownPackages;
 use super::read_ahead::read_ahead;
+use super::split::{Cut, CutLog, Split};
 use super::{
-    Checksum, MAX_FIELD_BYTES, RepoError, attr, invalid, io_err, parse_u64, reject_xml_base,
-    xml_err,
+    Checksum, ChecksumKind, MAX_FIELD_BYTES, RepoError, attr, invalid, io_err, parse_u64,
+    reject_xml_base, xml_err,
 };
+use crate::digest::Sha256Digest;
 use crate::limits::Limits;
 use crate::xml::{Capture, Step, Walker, XmlError};
 
@@ -22,6 +25,20 @@ pub struct Package {
     pub checksum: Checksum,
     /// `<size package=>`: the rpm file's size.
     pub size: u64,
+}
+
+/// One `<package>` of primary.xml, parsed or recognised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// Parsed; `listing` is the SHA-256 of its bytes when they may be
+    /// recognised next time ([`KnownPackages`]).
+    Parsed {
+        package: Package,
+        listing: Option<Sha256Digest>,
+    },
+    /// Not parsed: the same bytes as a known listing, which declared entry
+    /// `entry` of the manifest the [`KnownPackages`] index.
+    Known { listing: Sha256Digest, entry: u32 },
 }
 
 /// Fails the read once more than `remaining` bytes come out of `inner`, so a
@@ -76,7 +93,35 @@ pub fn parse_primary(
     reader: impl Read,
     limits: &Limits,
 ) -> Result<Vec<Package>, RepoError> {
-    let parse = |xml: &mut dyn Read| parse_primary_xml(path_name, xml, limits);
+    let listed = parse_listed(path_name, reader, limits, None)?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|l| match l {
+            Listed::Parsed { package, .. } => Some(package),
+            Listed::Known { .. } => None,
+        })
+        .collect())
+}
+
+/// [`parse_primary`], recognising the entries `known` holds instead of
+/// parsing them again ([`super::split`]), and giving each parsed entry's
+/// digest so that the next publish can recognise it.
+pub fn parse_primary_listings(
+    path_name: &str,
+    reader: impl Read,
+    limits: &Limits,
+    known: &KnownPackages,
+) -> Result<Vec<Listed>, RepoError> {
+    parse_listed(path_name, reader, limits, Some(known))
+}
+
+fn parse_listed(
+    path_name: &str,
+    reader: impl Read,
+    limits: &Limits,
+    known: Option<&KnownPackages>,
+) -> Result<Vec<Listed>, RepoError> {
+    let parse = |xml: &mut dyn Read| parse_primary_xml(path_name, xml, limits, known);
     if path_name.ends_with(".gz") {
         // Multi-member, as gzip(1) itself accepts concatenated members.
         read_ahead(flate2::read::MultiGzDecoder::new(reader), parse)
@@ -99,16 +144,22 @@ fn parse_primary_xml(
     file: &str,
     decompressed: impl Read,
     limits: &Limits,
-) -> Result<Vec<Package>, RepoError> {
+    known: Option<&KnownPackages>,
+) -> Result<Vec<Listed>, RepoError> {
     let exceeded = Rc::new(Cell::new(false));
     let limited = LimitedReader {
         inner: decompressed,
         remaining: limits.max_primary_bytes,
         exceeded: exceeded.clone(),
     };
+    let cuts = CutLog::default();
+    let input: Box<dyn Read + '_> = match known {
+        Some(known) => Box::new(Split::new(limited, known, limits.max_entries, cuts.clone())),
+        None => Box::new(limited),
+    };
     // Whitespace between elements is most of primary.xml's text events and
     // none of its captured text (checksums are hex): skipped, 18 % faster.
-    let mut w = Walker::new(BufReader::with_capacity(64 * 1024, limited)).skip_leading_whitespace();
+    let mut w = Walker::new(BufReader::with_capacity(64 * 1024, input)).skip_leading_whitespace();
     let mut root_seen = false;
     let mut declared_count: Option<u64> = None;
     let mut packages = Vec::new();
@@ -195,18 +246,52 @@ fn parse_primary_xml(
             Step::Comment(_) | Step::Other => {}
         }
     }
+    drop(w);
     if !root_seen {
         return Err(invalid(file, "no <metadata> root element"));
     }
+    let cuts = std::mem::take(&mut *cuts.borrow_mut());
+    let total = packages.len()
+        + cuts
+            .iter()
+            .filter(|c| matches!(c, Cut::Known { .. }))
+            .count();
+    if total > limits.max_entries {
+        return Err(RepoError::LimitExceeded {
+            file: file.to_owned(),
+            limit_name: "max_entries",
+            limit: limits.max_entries as u64,
+        });
+    }
     if let Some(n) = declared_count
-        && n != packages.len() as u64
+        && n != total as u64
     {
         return Err(invalid(
             file,
-            format!("declares packages=\"{n}\" but lists {}", packages.len()),
+            format!("declares packages=\"{n}\" but lists {total}"),
         ));
     }
-    Ok(packages)
+    // Each entry handed on made exactly one package (super::split), in order.
+    let mut parsed = packages.into_iter();
+    let mut listed = Vec::with_capacity(total);
+    for cut in cuts {
+        listed.push(match cut {
+            Cut::Known { listing, entry } => Listed::Known { listing, entry },
+            Cut::Passed { listing } => {
+                let package = parsed.next().ok_or_else(|| {
+                    invalid(file, "an entry handed to the parser made no package")
+                })?;
+                // Only a sha256 declaration can be taken from a manifest.
+                let listing = (package.checksum.kind == ChecksumKind::Sha256).then_some(listing);
+                Listed::Parsed { package, listing }
+            }
+        });
+    }
+    listed.extend(parsed.map(|package| Listed::Parsed {
+        package,
+        listing: None,
+    }));
+    Ok(listed)
 }
 
 fn finish_package(p: PackageBuilder, index: usize, file: &str) -> Result<Package, RepoError> {
@@ -383,7 +468,204 @@ mod tests {
         let err = parse_primary("p.xml.gz", &b"\x1f\x8bnot gzip"[..], &limits).unwrap_err();
         assert!(err.to_string().starts_with("p.xml.gz: "), "{err}");
     }
+    /// Listings known as if each of `entries` had declared manifest entry
+    /// `i` (its index). A listing is the element's bytes, without the line
+    /// end the fixtures add.
+    fn known_of(entries: &[String]) -> KnownPackages {
+        let digests: Vec<_> = entries
+            .iter()
+            .map(|e| Sha256Digest::of(e.trim_end().as_bytes()))
+            .collect();
+        KnownPackages::new(digests.iter().map(Some))
+    }
+
+    /// The packages `listed` stands for, a known entry `i` being `pool[i]`'s.
+    fn resolve(listed: Vec<Listed>, pool: &[String]) -> Vec<Package> {
+        listed
+            .into_iter()
+            .map(|l| match l {
+                Listed::Parsed { package, .. } => package,
+                Listed::Known { entry, .. } => {
+                    let xml = primary_xml(&[pool[entry as usize].clone()]);
+                    parse_primary("p.xml", xml.as_bytes(), &Limits::default())
+                        .unwrap()
+                        .remove(0)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn known_entries_are_recognised_and_the_rest_parsed() {
+        let pool: Vec<String> = (0..5)
+            .map(|i| {
+                package_xml(
+                    &format!("p{i}"),
+                    &format!("Packages/p{i}.rpm"),
+                    "sha256",
+                    &format!("{i:064x}"),
+                    10 + i,
+                )
+            })
+            .collect();
+        let limits = Limits::default();
+        // A first parse gives every plain sha256 entry's listing.
+        let first = primary_xml(&pool);
+        let listed = parse_primary_listings(
+            "p.xml",
+            first.as_bytes(),
+            &limits,
+            &KnownPackages::default(),
+        )
+        .unwrap();
+        for (l, entry) in listed.iter().zip(&pool) {
+            let Listed::Parsed { listing, .. } = l else {
+                panic!("{l:?}")
+            };
+            assert_eq!(
+                *listing,
+                Some(Sha256Digest::of(entry.trim_end().as_bytes()))
+            );
+        }
+        // One entry changed, one added, one with CDATA, one declaring sha1.
+        let known = known_of(&pool);
+        let mut next = pool.clone();
+        next[2] = package_xml("p2", "Packages/p2.rpm", "sha256", &"e".repeat(64), 12);
+        next.push(package_xml(
+            "p5",
+            "Packages/p5.rpm",
+            "sha256",
+            &"f".repeat(64),
+            15,
+        ));
+        next.push(
+            package_xml("p6", "Packages/p6.rpm", "sha256", &"a".repeat(64), 1)
+                .replace("A &lt;test&gt; package", "<![CDATA[A <test> package]]>"),
+        );
+        next.push(package_xml(
+            "p7",
+            "Packages/p7.rpm",
+            "sha1",
+            &"b".repeat(40),
+            1,
+        ));
+        let xml = primary_xml(&next);
+        let listed = parse_primary_listings(
+            "p.xml.gz",
+            &Comp::Gz.compress(xml.as_bytes())[..],
+            &limits,
+            &known,
+        )
+        .unwrap();
+        let kinds: Vec<String> = listed
+            .iter()
+            .map(|l| match l {
+                Listed::Known { entry, .. } => format!("known {entry}"),
+                Listed::Parsed {
+                    listing: Some(_), ..
+                } => "parsed, listed".into(),
+                Listed::Parsed { listing: None, .. } => "parsed".into(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "known 0",
+                "known 1",
+                "parsed, listed",
+                "known 3",
+                "known 4",
+                "parsed, listed",
+                // CDATA: never recognised, and nothing after it is cut.
+                "parsed",
+                "parsed"
+            ]
+        );
+        assert_eq!(
+            resolve(listed, &pool),
+            parse_primary("p.xml", xml.as_bytes(), &limits).unwrap()
+        );
+    }
+
+    #[test]
+    fn recognised_entries_count_toward_the_limits_and_the_declared_count() {
+        let pool: Vec<String> = (0..3)
+            .map(|i| {
+                package_xml(
+                    &format!("p{i}"),
+                    &format!("Packages/p{i}.rpm"),
+                    "sha256",
+                    &format!("{i:064x}"),
+                    1,
+                )
+            })
+            .collect();
+        let known = known_of(&pool);
+        let xml = primary_xml(&pool);
+        let two = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            parse_primary_listings("p.xml", xml.as_bytes(), &two, &known).unwrap_err(),
+            RepoError::LimitExceeded {
+                limit_name: "max_entries",
+                ..
+            }
+        ));
+        let miscounted = xml.replace("packages=\"3\"", "packages=\"2\"");
+        let err =
+            parse_primary_listings("p.xml", miscounted.as_bytes(), &Limits::default(), &known)
+                .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("declares packages=\"2\" but lists 3"),
+            "{err}"
+        );
+    }
+
     proptest! {
+        /// Whatever surrounds and interleaves known entries, recognising
+        /// them gives what parsing everything gives (or the same refusal).
+        #[test]
+        fn recognising_never_changes_the_outcome(
+            picks in proptest::collection::vec((0usize..6, 0usize..6), 0..12),
+            prefix in 0usize..5,
+            suffix in 0usize..4,
+        ) {
+            let mut pool: Vec<String> = (0..4)
+                .map(|i| package_xml(&format!("p{i}"), &format!("Packages/p{i}.rpm"), "sha256", &format!("{i:064x}"), 1 + i as u64))
+                .collect();
+            // Entries whose bytes look like, or hide, known ones.
+            pool.push(format!("<package><d><![CDATA[</package>\n{}]]></d></package>", pool[0]));
+            pool.push(format!("<!-- {} -->", pool[1]));
+            let known = known_of(&pool);
+            let spaces = ["", "\n", "  \n  ", "x", "<!-- c -->", "\t"];
+            let mut body = String::new();
+            for (entry, space) in &picks {
+                body.push_str(spaces[*space]);
+                body.push_str(&pool[*entry]);
+            }
+            let head = [
+                "<?xml version=\"1.0\"?>\n<metadata>",
+                "<metadata a='>'>\n",
+                "<!-- x --><metadata>",
+                "<metadata a=\"",
+                "<metadata/>",
+            ][prefix];
+            let tail = ["</metadata>", "\n</metadata>\n", "<!-- end --></metadata>", ""][suffix];
+            let xml = format!("{head}{body}{tail}");
+            let limits = Limits::default();
+            let full = parse_primary("p.xml", xml.as_bytes(), &limits);
+            let recognising = parse_primary_listings("p.xml", xml.as_bytes(), &limits, &known)
+                .map(|l| resolve(l, &pool));
+            match (full, recognising) {
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "{xml}\nfull: {a:?}\nrecognising: {b:?}"),
+            }
+        }
+
         #[test]
         fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = parse_repomd(&bytes);

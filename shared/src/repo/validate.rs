@@ -20,12 +20,12 @@ use std::sync::{Mutex, RwLock};
 use super::checksum::MultiHasher;
 use super::tree::{FileStat, SourceTree};
 use super::{
-    Checksum, ChecksumKind, HashCache, Package, REPOMD_PATH, RepoError, Repomd, invalid, io_err,
-    parse_primary, parse_repomd,
+    Checksum, ChecksumKind, HashCache, KnownPackages, Listed, Package, REPOMD_PATH, RepoError,
+    Repomd, invalid, io_err, parse_primary_listings, parse_repomd,
 };
 use crate::digest::Sha256Digest;
 use crate::limits::Limits;
-use crate::manifest::Manifest;
+use crate::manifest::{Entry, Manifest};
 use crate::relpath::RelPath;
 use crate::store::{Import, Staging};
 
@@ -53,6 +53,11 @@ pub struct ValidatedRepo {
     pub repomd_bytes: Vec<u8>,
     /// Regular files in the directory that are not published, sorted.
     pub unreferenced: Vec<String>,
+    /// The packages' primary.xml entries, by their bytes, for the next
+    /// publish to recognise; they index `files`.
+    pub listings: KnownPackages,
+    /// Packages accepted because their entry's bytes were recognised.
+    pub recognised: usize,
 }
 
 /// A file already accepted: its size, sha256 and the other checksum computed.
@@ -60,6 +65,9 @@ struct Accepted {
     size: u64,
     sha256: Sha256Digest,
     other: Option<Checksum>,
+    /// The primary.xml entry that listed it, when the next publish may
+    /// recognise it ([`KnownPackages`]).
+    listing: Option<Sha256Digest>,
 }
 
 /// Where a declaration came from, for error messages.
@@ -118,6 +126,8 @@ impl<R: Read> Read for Tee<'_, R> {
 }
 
 struct Validator<'a, 'i> {
+    /// Packages accepted by their listing alone ([`Validator::accept_known`]).
+    recognised: usize,
     tree: SourceTree,
     limits: &'a Limits,
     cache: &'a mut dyn HashCache,
@@ -131,7 +141,7 @@ struct Validator<'a, 'i> {
     total: u64,
 }
 
-impl Validator<'_, '_> {
+impl<'a> Validator<'a, '_> {
     fn check_limits(&mut self, rel: &str, size: u64) -> Result<(), RepoError> {
         let exceeded = |limit_name, limit| RepoError::LimitExceeded {
             file: rel.to_owned(),
@@ -203,6 +213,7 @@ impl Validator<'_, '_> {
                 size: hashed.stat.size,
                 sha256: hashed.sha256,
                 other: None,
+                listing: None,
             },
         );
         Ok(())
@@ -246,8 +257,14 @@ impl Validator<'_, '_> {
             };
         }
 
-        let Some(path) =
-            self.before_reading(path, declared, declared_size, source, consume.is_none())?
+        let Some(path) = self.before_reading(
+            path,
+            declared,
+            declared_size,
+            source,
+            consume.is_none(),
+            None,
+        )?
         else {
             return Ok(None);
         };
@@ -274,13 +291,14 @@ impl Validator<'_, '_> {
                 (h, None)
             }
         };
-        self.after_reading(path, declared, source, hashed)?;
+        self.after_reading(path, declared, source, hashed, None)?;
         Ok(made)
     }
 
     /// What can be checked of `path` before reading it: its declared size,
     /// the limits, and, when `may_skip` (nothing parses it), whether it can
-    /// be accepted unread. `None` when it was accepted unread.
+    /// be accepted unread. `None` when it was accepted unread. `listing`:
+    /// the primary.xml entry that declared it, to remember once accepted.
     fn before_reading(
         &mut self,
         path: RelPath,
@@ -288,6 +306,7 @@ impl Validator<'_, '_> {
         declared_size: Option<u64>,
         source: &Source<'_>,
         may_skip: bool,
+        listing: Option<Sha256Digest>,
     ) -> Result<Option<RelPath>, RepoError> {
         let rel = path.as_str();
         let declared_sha256 = sha256_declared(declared);
@@ -307,6 +326,7 @@ impl Validator<'_, '_> {
                     size: e.size,
                     sha256,
                     other: None,
+                    listing,
                 },
             );
             return Ok(None);
@@ -332,6 +352,7 @@ impl Validator<'_, '_> {
                     size: stat.size,
                     sha256,
                     other: None,
+                    listing,
                 },
             );
             return Ok(None);
@@ -346,6 +367,7 @@ impl Validator<'_, '_> {
         declared: &Checksum,
         source: &Source<'_>,
         hashed: Hashed,
+        listing: Option<Sha256Digest>,
     ) -> Result<(), RepoError> {
         self.cache.put(hashed.stat.key.clone(), hashed.sha256);
         let actual = hashed
@@ -364,6 +386,7 @@ impl Validator<'_, '_> {
                     kind: declared.kind,
                     hex,
                 }),
+                listing,
             },
         );
         Ok(())
@@ -378,7 +401,7 @@ impl Validator<'_, '_> {
     /// size, a limit), else the first among the files read.
     fn verify_packages(
         &mut self,
-        packages: &[Package],
+        packages: &[Listed],
         source: &Source<'_>,
     ) -> Result<(), RepoError> {
         // Listed again: compared with the first listing once that is read.
@@ -386,32 +409,102 @@ impl Validator<'_, '_> {
         // In batches, so that what is held between reading a file and
         // accepting it stays small however many files a first publish has.
         for batch in packages.chunks(READ_BATCH) {
-            let mut to_read: Vec<(&Package, RelPath)> = Vec::new();
+            let mut to_read: Vec<(&Package, RelPath, Option<Sha256Digest>)> = Vec::new();
             let mut reading: HashSet<&str> = HashSet::new();
-            for p in batch {
+            for listed in batch {
+                let (p, listing) = match listed {
+                    Listed::Known { listing, entry } => {
+                        let e = self.known_entry(*entry, source)?;
+                        if reading.contains(e.path.as_str()) {
+                            again.push(listed);
+                        } else {
+                            self.accept_known(e, *listing, source)?;
+                        }
+                        continue;
+                    }
+                    Listed::Parsed { package, listing } => (package, *listing),
+                };
                 let rel = p.href.as_str();
                 let path = self.rel_path(rel, source.path)?;
                 if self.files.contains_key(rel) || reading.contains(rel) {
-                    again.push(p);
+                    again.push(listed);
                     continue;
                 }
                 if let Some(path) =
-                    self.before_reading(path, &p.checksum, Some(p.size), source, true)?
+                    self.before_reading(path, &p.checksum, Some(p.size), source, true, listing)?
                 {
                     reading.insert(rel);
-                    to_read.push((p, path));
+                    to_read.push((p, path, listing));
                     self.reading += 1;
                 }
             }
             let hashed = self.read_in_parallel(&to_read, source)?;
             self.reading = 0;
-            for ((p, path), hashed) in to_read.into_iter().zip(hashed) {
-                self.after_reading(path, &p.checksum, source, hashed)?;
+            for ((p, path, listing), hashed) in to_read.into_iter().zip(hashed) {
+                self.after_reading(path, &p.checksum, source, hashed, listing)?;
             }
         }
-        for p in again {
-            self.verify::<()>(&p.href, &p.checksum, Some(p.size), source, None)?;
+        for listed in again {
+            match listed {
+                Listed::Known { listing, entry } => {
+                    let e = self.known_entry(*entry, source)?;
+                    self.accept_known(e, *listing, source)?;
+                }
+                Listed::Parsed { package: p, .. } => {
+                    self.verify::<()>(&p.href, &p.checksum, Some(p.size), source, None)?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The published manifest's entry a recognised listing declared.
+    fn known_entry(&self, entry: u32, source: &Source<'_>) -> Result<&'a Entry, RepoError> {
+        self.published
+            .and_then(|m| m.entries.get(entry as usize))
+            .ok_or_else(|| {
+                invalid(
+                    source.path,
+                    "a recognised entry points past the published manifest",
+                )
+            })
+    }
+
+    /// Accepts the package of an entry whose bytes are those of one the
+    /// published snapshot's validation accepted, which declared `e`: its
+    /// blob is in the store, so neither the entry nor the file is looked at.
+    fn accept_known(
+        &mut self,
+        e: &Entry,
+        listing: Sha256Digest,
+        source: &Source<'_>,
+    ) -> Result<(), RepoError> {
+        let rel = e.path.as_str();
+        // Listed again: both listings must agree, as in `verify`.
+        if let Some(seen) = self.files.get(rel) {
+            if seen.size != e.size {
+                return Err(source.size_mismatch(rel, seen.size, e.size));
+            }
+            if seen.sha256 != e.sha256 {
+                let declared = Checksum {
+                    kind: ChecksumKind::Sha256,
+                    hex: e.sha256.to_hex(),
+                };
+                return Err(source.checksum_mismatch(rel, &declared, seen.sha256.to_hex()));
+            }
+            return Ok(());
+        }
+        self.check_limits(rel, e.size)?;
+        self.files.insert(
+            e.path.clone(),
+            Accepted {
+                size: e.size,
+                sha256: e.sha256,
+                other: None,
+                listing: Some(listing),
+            },
+        );
+        self.recognised += 1;
         Ok(())
     }
 
@@ -420,7 +513,7 @@ impl Validator<'_, '_> {
     /// first error in that order.
     fn read_in_parallel(
         &mut self,
-        to_read: &[(&Package, RelPath)],
+        to_read: &[(&Package, RelPath, Option<Sha256Digest>)],
         source: &Source<'_>,
     ) -> Result<Vec<Hashed>, RepoError> {
         let tree = Mutex::new(&mut self.tree);
@@ -434,7 +527,7 @@ impl Validator<'_, '_> {
             let mut done = Vec::new();
             while !failed.load(Ordering::Relaxed) {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((p, path)) = to_read.get(i) else {
+                let Some((p, path, _)) = to_read.get(i) else {
                     break;
                 };
                 let result = read_package(&tree, import.as_ref(), p, path, source, &mut buf);
@@ -599,7 +692,7 @@ pub fn validate_repo(
     cache: &mut dyn HashCache,
     import: Option<&mut Import<'_>>,
 ) -> Result<ValidatedRepo, RepoError> {
-    validate_repo_since(dir, limits, cache, import, None)
+    validate_repo_since(dir, limits, cache, import, None, None)
 }
 
 /// [`validate_repo`] for the next version after `published`, whose blobs
@@ -611,8 +704,10 @@ pub fn validate_repo_since(
     cache: &mut dyn HashCache,
     import: Option<&mut Import<'_>>,
     published: Option<&Manifest>,
+    known: Option<&KnownPackages>,
 ) -> Result<ValidatedRepo, RepoError> {
     let mut v = Validator {
+        recognised: 0,
         tree: SourceTree::open(dir)?,
         limits,
         cache,
@@ -666,6 +761,7 @@ pub fn validate_repo_since(
             size: repomd_bytes.len() as u64,
             sha256,
             other: None,
+            listing: None,
         },
     );
     for extra in REPOMD_EXTRAS {
@@ -681,8 +777,13 @@ pub fn validate_repo_since(
         .ok_or_else(|| invalid(REPOMD_PATH, "no <data type=\"primary\">"))?;
     // primary.xml first: verified, stored and parsed in one read.
     let href = primary.href.clone();
-    let parse = |r: &mut dyn Read| parse_primary(&href, BufReader::new(r), limits);
-    let packages: Vec<Package> = v
+    let none = KnownPackages::default();
+    let known = match (published, known) {
+        (Some(m), Some(k)) if k.fits(m.entries.len()) => k,
+        _ => &none,
+    };
+    let parse = |r: &mut dyn Read| parse_primary_listings(&href, BufReader::new(r), limits, known);
+    let packages: Vec<Listed> = v
         .verify(
             &primary.href,
             &primary.checksum,
@@ -708,6 +809,7 @@ pub fn validate_repo_since(
         .into_iter()
         .filter(|rel| !v.files.contains_key(rel.as_str()))
         .collect();
+    let listings = KnownPackages::new(v.files.values().map(|a| a.listing.as_ref()));
     let files = v
         .files
         .into_iter()
@@ -722,6 +824,8 @@ pub fn validate_repo_since(
         repomd,
         repomd_bytes,
         unreferenced,
+        listings,
+        recognised: v.recognised,
     })
 }
 
@@ -959,6 +1063,76 @@ mod tests {
     /// That is the intended trade-off: publishing a large repo stats every
     /// file but reads only the new ones; content changed without any change
     /// to size, mtime, inode or device goes unnoticed.
+    /// What publishing `v` as version 1 would sign.
+    fn manifest_of(v: &ValidatedRepo) -> Manifest {
+        Manifest {
+            repo: crate::manifest::RepoName::new("test/x86_64").unwrap(),
+            version: 1,
+            created_unix: 0,
+            expires_unix: 1,
+            entries: v
+                .files
+                .iter()
+                .map(|f| Entry {
+                    path: f.path.clone(),
+                    size: f.size,
+                    sha256: f.sha256,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn entries_published_before_are_recognised_and_the_rest_checked() {
+        let limits = Limits::default();
+        let repo = build(Comp::Gz);
+        let first = repo.validate().unwrap();
+        assert_eq!((first.recognised, first.listings.len()), (0, 2));
+        let published = manifest_of(&first);
+        let again = |repo: &TestRepo, known: &KnownPackages| {
+            validate_repo_since(
+                &repo.root(),
+                &limits,
+                &mut NoCache,
+                None,
+                Some(&published),
+                Some(known),
+            )
+        };
+
+        // Unchanged: both recognised, and the files are not looked at
+        // (their blobs are in the store, as for any unchanged declaration).
+        fs::remove_file(repo.root().join(HELLO)).unwrap();
+        let second = again(&repo, &first.listings).unwrap();
+        assert_eq!(second.recognised, 2);
+        assert_eq!(second.files, first.files);
+        assert_eq!(second.listings.len(), 2);
+
+        // Listings of another manifest are not used.
+        let other = KnownPackages::new([None].iter().map(Option::as_ref));
+        let unrecognised = again(&repo, &other).unwrap();
+        assert_eq!(unrecognised.recognised, 0);
+        assert_eq!(unrecognised.files, first.files);
+
+        // One package changed: it alone is parsed and read, and its
+        // corruption is found.
+        let changed = build_with(
+            Comp::Gz,
+            &[
+                (HELLO, b"hello rpm bytes", "sha256"),
+                (WORLD, b"world rpm bytes, fixed", "sha256"),
+            ],
+        );
+        let third = again(&changed, &first.listings).unwrap();
+        assert_eq!(third.recognised, 1);
+        assert_eq!(third.files, changed.validate().unwrap().files);
+        fs::write(changed.root().join(WORLD), b"world rpm bytes, FIXED").unwrap();
+        assert!(matches!(
+            again(&changed, &first.listings).unwrap_err(),
+            RepoError::ChecksumMismatch { path, .. } if path == WORLD
+        ));
+    }
+
     #[test]
     fn cache_hit_skips_reading() {
         let repo = build(Comp::Gz);
