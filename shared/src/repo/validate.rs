@@ -697,8 +697,45 @@ pub fn validate_repo(
 
 /// [`validate_repo`] for the next version after `published`, whose blobs
 /// the store holds: a package declared with the same path, sha256 and size
-/// is taken from it without looking at the directory.
+/// is taken from it without looking at the directory, and one whose
+/// primary.xml entry is byte for byte in `known` (that version's listings)
+/// is not even parsed.
 pub fn validate_repo_since(
+    dir: &Path,
+    limits: &Limits,
+    cache: &mut dyn HashCache,
+    import: Option<&mut Import<'_>>,
+    published: Option<&Manifest>,
+    known: Option<&KnownPackages>,
+) -> Result<ValidatedRepo, RepoError> {
+    // The directory is listed (to report what is not published) beside the
+    // validation: at 100,000 files the listing alone takes ~65 ms.
+    std::thread::scope(|scope| {
+        let listing = scope.spawn(|| SourceTree::open(dir)?.files());
+        let mut validated = validate_files(dir, limits, cache, import, published, known)?;
+        let listed = match listing.join() {
+            Ok(listed) => listed?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        validated.unreferenced = not_in(listed, &validated.files);
+        Ok(validated)
+    })
+}
+
+/// The paths of `listed` (sorted) that are not in `files` (sorted).
+fn not_in(listed: Vec<String>, files: &[RepoFile]) -> Vec<String> {
+    let mut files = files.iter().map(|f| f.path.as_str()).peekable();
+    listed
+        .into_iter()
+        .filter(|rel| {
+            while files.next_if(|f| *f < rel.as_str()).is_some() {}
+            files.peek() != Some(&rel.as_str())
+        })
+        .collect()
+}
+
+/// [`validate_repo_since`] but for `unreferenced`, left empty.
+fn validate_files(
     dir: &Path,
     limits: &Limits,
     cache: &mut dyn HashCache,
@@ -800,15 +837,9 @@ pub fn validate_repo_since(
         path: &primary.href,
     };
     v.verify_packages(&packages, &from_primary)?;
-    // Freed before the tree is listed: ~17 MB at 100,000 packages.
+    // Freed before the files are collected: ~17 MB at 100,000 packages.
     drop(packages);
 
-    let unreferenced = v
-        .tree
-        .files()?
-        .into_iter()
-        .filter(|rel| !v.files.contains_key(rel.as_str()))
-        .collect();
     let listings = KnownPackages::new(v.files.values().map(|a| a.listing.as_ref()));
     let files = v
         .files
@@ -823,7 +854,7 @@ pub fn validate_repo_since(
         files,
         repomd,
         repomd_bytes,
-        unreferenced,
+        unreferenced: Vec::new(),
         listings,
         recognised: v.recognised,
     })
@@ -1131,6 +1162,24 @@ mod tests {
             again(&changed, &first.listings).unwrap_err(),
             RepoError::ChecksumMismatch { path, .. } if path == WORLD
         ));
+    }
+
+    #[test]
+    fn unreferenced_is_what_the_listing_has_and_the_files_do_not() {
+        let files: Vec<RepoFile> = ["a", "b/c", "d"]
+            .iter()
+            .map(|p| RepoFile {
+                path: RelPath::new(p, 100).unwrap(),
+                size: 0,
+                sha256: Sha256Digest::of(b""),
+            })
+            .collect();
+        let listed = ["0", "a", "b/a", "b/c", "c", "d", "e"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(not_in(listed, &files), ["0", "b/a", "c", "e"]);
+        assert!(not_in(Vec::new(), &files).is_empty());
+        assert_eq!(not_in(vec!["x".into()], &[]), ["x"]);
     }
 
     #[test]
