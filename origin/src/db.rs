@@ -47,6 +47,23 @@ pub enum DbError {
     },
 }
 
+/// Published versions, each with its signed manifest.
+const VERSIONS: &str = r#"
+CREATE TABLE IF NOT EXISTS versions (
+    repo TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    manifest_digest BLOB NOT NULL,
+    repomd_timestamp INTEGER NOT NULL,
+    created_unix INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    -- Last: SQLite keeps a large value in a chain of overflow pages, and
+    -- reading any column after it walks that whole chain (~10 MB at
+    -- 100,000 files) even when the query does not ask for it.
+    signed BLOB NOT NULL,
+    PRIMARY KEY (repo, version)
+);
+"#;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS agents (
     name TEXT PRIMARY KEY,
@@ -56,16 +73,6 @@ CREATE TABLE IF NOT EXISTS agents (
     weight INTEGER NOT NULL,
     repos TEXT NOT NULL,           -- space-separated; empty = every repo
     added_unix INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    repo TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    manifest_digest BLOB NOT NULL,
-    signed BLOB NOT NULL,
-    repomd_timestamp INTEGER NOT NULL,
-    created_unix INTEGER NOT NULL,
-    publisher TEXT NOT NULL,
-    PRIMARY KEY (repo, version)
 );
 CREATE TABLE IF NOT EXISTS acks (
     agent TEXT NOT NULL,
@@ -212,6 +219,33 @@ fn digest_col(bytes: Vec<u8>) -> Result<Sha256Digest, rusqlite::Error> {
 }
 
 /// A shared connection. Queries are short, so one mutex is enough.
+/// Moves `versions.signed` to the end of the row in a database made before
+/// it was there ([`VERSIONS`] says why), once, in one transaction.
+fn signed_last(conn: &Connection) -> Result<(), DbError> {
+    let last: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_table_info('versions') ORDER BY cid DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if last.as_deref() == Some("signed") {
+        return Ok(());
+    }
+    tracing::info!("moving the signed manifests to the end of their rows (once)");
+    const COLUMNS: &str =
+        "repo, version, manifest_digest, repomd_timestamp, created_unix, publisher, signed";
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE versions RENAME TO versions_before;
+         {VERSIONS}
+         INSERT INTO versions ({COLUMNS}) SELECT {COLUMNS} FROM versions_before;
+         DROP TABLE versions_before;
+         COMMIT;"
+    ))?;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
@@ -225,6 +259,8 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(VERSIONS)?;
+        signed_last(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -631,6 +667,51 @@ impl HashCache for PublishHashCache<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_database_with_the_signed_manifest_mid_row_is_moved_to_the_new_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("origin.sqlite")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE versions (repo TEXT NOT NULL, version INTEGER NOT NULL,
+                     manifest_digest BLOB NOT NULL, signed BLOB NOT NULL,
+                     repomd_timestamp INTEGER NOT NULL, created_unix INTEGER NOT NULL,
+                     publisher TEXT NOT NULL, PRIMARY KEY (repo, version));
+                 INSERT INTO versions VALUES ('r', 1, x'00', x'0102', 5, 6, 'alice');",
+            )
+            .unwrap();
+        }
+        let last_column = |db: &Db| -> String {
+            db.lock()
+                .unwrap()
+                .query_row(
+                    "SELECT name FROM pragma_table_info('versions') ORDER BY cid DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        for _ in 0..2 {
+            let db = Db::open(dir.path()).unwrap();
+            assert_eq!(last_column(&db), "signed");
+            let (signed, publisher, created): (Vec<u8>, String, i64) = db
+                .lock()
+                .unwrap()
+                .query_row(
+                    "SELECT signed, publisher, created_unix FROM versions WHERE repo = 'r' AND version = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert_eq!(
+                (signed, publisher.as_str(), created),
+                (vec![1, 2], "alice", 6)
+            );
+        }
+        let fresh = tempfile::tempdir().unwrap();
+        assert_eq!(last_column(&Db::open(fresh.path()).unwrap()), "signed");
+    }
 
     #[test]
     fn versions_never_repeat_and_acks_never_go_back() {
