@@ -7,8 +7,10 @@
 //! (its content address), the checksum the repodata declares, and, when
 //! given an [`Import`], writes it into the blob store; primary.xml is also
 //! parsed in that same pass. An unchanged file whose stat identity the
-//! hash cache knows is not read at all. Package files are read by one
-//! thread per core (at most four).
+//! hash cache knows is not read at all, nor is one declared exactly as the
+//! published snapshot has it; a package whose primary.xml entry is byte for
+//! byte one the last publish accepted is not even parsed ([`KnownPackages`]).
+//! Package files are read by one thread per core (at most four).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -126,8 +128,6 @@ impl<R: Read> Read for Tee<'_, R> {
 }
 
 struct Validator<'a, 'i> {
-    /// Packages accepted by their listing alone ([`Validator::accept_known`]).
-    recognised: usize,
     tree: SourceTree,
     limits: &'a Limits,
     cache: &'a mut dyn HashCache,
@@ -139,6 +139,8 @@ struct Validator<'a, 'i> {
     /// ([`Validator::verify_packages`]): they count against the limits.
     reading: usize,
     total: u64,
+    /// Packages accepted by their listing alone ([`Validator::accept_known`]).
+    recognised: usize,
 }
 
 impl<'a> Validator<'a, '_> {
@@ -744,7 +746,6 @@ fn validate_files(
     known: Option<&KnownPackages>,
 ) -> Result<ValidatedRepo, RepoError> {
     let mut v = Validator {
-        recognised: 0,
         tree: SourceTree::open(dir)?,
         limits,
         cache,
@@ -753,6 +754,7 @@ fn validate_files(
         files: BTreeMap::new(),
         reading: 0,
         total: 0,
+        recognised: 0,
     };
 
     // repomd.xml: read once, bounded, and keep the exact bytes.
