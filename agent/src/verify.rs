@@ -151,11 +151,10 @@ pub fn verify_offer(
         .into());
     }
     // 2. A signature by a trusted key over the exact bytes, before decoding.
-    let signed = SignedManifest::from_pb(offer)?;
-    config.origin_keys.verify(&signed)?;
+    let verified = config.origin_keys.accept(SignedManifest::from_pb(offer)?)?;
     // 3. Structure, paths and limits (Manifest::decode applies every rule),
     //    and one size per blob, empty files hashing to the empty digest.
-    let snapshot = Snapshot::from_signed(signed, &config.limits).map_err(|e| match e {
+    let snapshot = Snapshot::from_verified(verified, &config.limits).map_err(|e| match e {
         SnapshotError::Signed(e) => VerifyError::Signature(e),
         SnapshotError::Manifest(e) => VerifyError::Manifest(e),
     })?;

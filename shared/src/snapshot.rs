@@ -7,7 +7,7 @@
 use crate::digest::Sha256Digest;
 use crate::limits::Limits;
 use crate::manifest::{Entry, Manifest, ManifestError, RepoName};
-use crate::sign::{SignError, SignedManifest};
+use crate::sign::{SignError, SignedManifest, Verified};
 
 /// Why stored snapshot bytes did not decode.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +37,16 @@ impl Snapshot {
     pub fn from_signed(signed: SignedManifest, limits: &Limits) -> Result<Self, SnapshotError> {
         let manifest = Manifest::decode(&signed.manifest_bytes, limits)?;
         Ok(Self::new(signed, manifest))
+    }
+
+    /// Decodes the manifest inside a verified one, whose digest is known.
+    pub fn from_verified(verified: Verified, limits: &Limits) -> Result<Self, SnapshotError> {
+        let manifest = Manifest::decode(&verified.signed.manifest_bytes, limits)?;
+        Ok(Self {
+            signed: verified.signed,
+            manifest,
+            digest: verified.digest,
+        })
     }
 
     /// Pairs a signed manifest with its already-decoded form.

@@ -719,20 +719,20 @@ pub fn validate_repo_since(
             Ok(listed) => listed?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        validated.unreferenced = not_in(listed, &validated.files);
+        validated.unreferenced = not_in(listed.iter(), &validated.files);
         Ok(validated)
     })
 }
 
 /// The paths of `listed` (sorted) that are not in `files` (sorted).
-fn not_in(listed: Vec<String>, files: &[RepoFile]) -> Vec<String> {
+fn not_in<'l>(listed: impl Iterator<Item = &'l str>, files: &[RepoFile]) -> Vec<String> {
     let mut files = files.iter().map(|f| f.path.as_str()).peekable();
     listed
-        .into_iter()
         .filter(|rel| {
-            while files.next_if(|f| *f < rel.as_str()).is_some() {}
-            files.peek() != Some(&rel.as_str())
+            while files.next_if(|f| f < rel).is_some() {}
+            files.peek() != Some(rel)
         })
+        .map(str::to_owned)
         .collect()
 }
 
@@ -1176,12 +1176,10 @@ mod tests {
                 sha256: Sha256Digest::of(b""),
             })
             .collect();
-        let listed = ["0", "a", "b/a", "b/c", "c", "d", "e"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(not_in(listed, &files), ["0", "b/a", "c", "e"]);
-        assert!(not_in(Vec::new(), &files).is_empty());
-        assert_eq!(not_in(vec!["x".into()], &[]), ["x"]);
+        let listed = ["0", "a", "b/a", "b/c", "c", "d", "e"];
+        assert_eq!(not_in(listed.into_iter(), &files), ["0", "b/a", "c", "e"]);
+        assert!(not_in(std::iter::empty(), &files).is_empty());
+        assert_eq!(not_in(["x"].into_iter(), &[]), ["x"]);
     }
 
     #[test]
