@@ -115,6 +115,8 @@ pub fn parse_primary_listings(
     parse_listed(path_name, reader, limits, Some(known))
 }
 
+/// Decompresses by `path_name`'s suffix on this thread and parses beside
+/// it ([`read_ahead`]), cutting out `known` entries when given.
 fn parse_listed(
     path_name: &str,
     reader: impl Read,

@@ -11,7 +11,7 @@
 //!   whitespace between, starts with `<package` and ends at the first
 //!   `</package>` after it;
 //! - its bytes are those of an entry that was parsed before and held no
-//!   `<!`, no `<?` and no second `<package` ([`self_contained`]): such bytes
+//!   `<!`, no `<?` and no nested `<package>` ([`self_contained`]): such bytes
 //!   are exactly one complete element wherever they stand, and they parse to
 //!   the same package every time.
 //!
@@ -31,8 +31,8 @@ use crate::digest::Sha256Digest;
 const OPEN: &[u8] = b"<package";
 const CLOSE: &[u8] = b"</package>";
 /// An entry longer than this is handed on and ends the cutting: it bounds
-/// what is held while looking for an entry's end (real ones are ~1 KiB; one
-/// with thousands of provides is ~100 KiB).
+/// what is held while looking for an entry's end (the benchmark's are
+/// ~1 KiB; a package with many provides has a few KiB more).
 const MAX_LISTING: usize = 1 << 20;
 /// The document's start (declaration and `<metadata>` tag) is looked for in
 /// this many bytes.
