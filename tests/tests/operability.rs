@@ -369,16 +369,18 @@ fn a_publish_no_partner_carries_fails_at_once_and_says_why() {
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let net = Network::builder().repo(REPO).start();
-    let mut child = net
+    // The reader is gone before the command starts, as after `| head`
+    // has read what it wanted: closing it after the spawn raced with the
+    // command's first write, which could land in the pipe's buffer.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = net
         .origin_cmd()
         .arg("audit")
-        .stdout(Stdio::piped())
+        .stdout(writer)
         .stderr(Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    // The reader goes away before the command writes, as `| head` does.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
