@@ -218,7 +218,6 @@ fn digest_col(bytes: Vec<u8>) -> Result<Sha256Digest, rusqlite::Error> {
         .map_err(|e| rusqlite::Error::InvalidColumnType(0, e.0, rusqlite::types::Type::Blob))
 }
 
-/// A shared connection. Queries are short, so one mutex is enough.
 /// Moves `versions.signed` to the end of the row in a database made before
 /// it was there ([`VERSIONS`] says why), once, in one transaction.
 fn signed_last(conn: &Connection) -> Result<(), DbError> {
@@ -246,6 +245,7 @@ fn signed_last(conn: &Connection) -> Result<(), DbError> {
     Ok(())
 }
 
+/// A shared connection. Queries are short, so one mutex is enough.
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
