@@ -298,27 +298,12 @@ impl TrustedKeys {
     /// Accepts when at least one signature by a trusted key verifies over the
     /// exact bytes ([`signed_message`]). A bad signature by a trusted key is
     /// reported as such even if other signatures exist, so tampering is never
-    /// mistaken for "unknown key".
-    pub fn verify(&self, signed: &SignedManifest) -> Result<KeyId, SignError> {
-        self.check(signed, &signed.digest())
-    }
-
-    /// [`TrustedKeys::verify`], keeping the manifest with the digest the
-    /// check computed: at 100,000 files that is ~10 MB of SHA-256 the
+    /// mistaken for "unknown key". The manifest comes back with the digest
+    /// the check computed: at 100,000 files that is ~10 MB of SHA-256 the
     /// snapshot does not compute again.
     pub fn accept(&self, signed: SignedManifest) -> Result<Verified, SignError> {
         let digest = signed.digest();
-        let key_id = self.check(&signed, &digest)?;
-        Ok(Verified {
-            signed,
-            digest,
-            key_id,
-        })
-    }
-
-    /// The check, given the digest of `signed`'s bytes.
-    fn check(&self, signed: &SignedManifest, digest: &Sha256Digest) -> Result<KeyId, SignError> {
-        let message = signed_message(digest);
+        let message = signed_message(&digest);
         let mut bad = None;
         for s in &signed.signatures {
             let Some(key) = self.keys.get(&s.key_id) else {
@@ -326,7 +311,11 @@ impl TrustedKeys {
             };
             let sig = ed25519_dalek::Signature::from_bytes(&s.sig);
             if key.verify_strict(&message, &sig).is_ok() && key.verify(&message, &sig).is_ok() {
-                return Ok(s.key_id);
+                return Ok(Verified {
+                    key_id: s.key_id,
+                    signed,
+                    digest,
+                });
             }
             bad = Some(s.key_id);
         }
@@ -350,8 +339,13 @@ impl TrustedKeys {
 mod tests {
     use super::*;
 
+    /// [`TrustedKeys::accept`], for the key it names.
+    fn verify(trusted: &TrustedKeys, signed: &SignedManifest) -> Result<KeyId, SignError> {
+        trusted.accept(signed.clone()).map(|v| v.key_id())
+    }
+
     #[test]
-    fn accept_keeps_the_digest_it_checked_and_refuses_what_verify_refuses() {
+    fn accept_keeps_the_digest_it_checked_and_refuses_tampered_bytes() {
         let key = SigningKey::generate().unwrap();
         let trusted = TrustedKeys::from_hex([key.public_hex().as_str()]).unwrap();
         let signed = key.sign(Bytes::from_static(b"manifest"));
@@ -366,7 +360,7 @@ mod tests {
             Err(SignError::BadSignature(_))
         ));
         assert!(matches!(
-            trusted.verify(&tampered),
+            verify(&trusted, &tampered),
             Err(SignError::BadSignature(_))
         ));
     }
@@ -392,7 +386,7 @@ mod tests {
                 }],
             };
             assert!(matches!(
-                trusted.verify(&raw),
+                verify(&trusted, &raw),
                 Err(SignError::BadSignature(_))
             ));
         }
@@ -404,18 +398,18 @@ mod tests {
         let other = SigningKey::generate().unwrap();
         let trusted = TrustedKeys::from_hex([key.public_hex().as_str()]).unwrap();
         let signed = key.sign(Bytes::from_static(b"manifest"));
-        assert_eq!(trusted.verify(&signed).unwrap(), key.key_id());
+        assert_eq!(verify(&trusted, &signed).unwrap(), key.key_id());
 
         let by_other = other.sign(Bytes::from_static(b"manifest"));
         assert!(matches!(
-            trusted.verify(&by_other),
+            verify(&trusted, &by_other),
             Err(SignError::UntrustedKey(_))
         ));
 
         let mut tampered = signed.clone();
         tampered.manifest_bytes = Bytes::from_static(b"manifesT");
         assert!(matches!(
-            trusted.verify(&tampered),
+            verify(&trusted, &tampered),
             Err(SignError::BadSignature(_))
         ));
 
@@ -424,7 +418,7 @@ mod tests {
             signatures: vec![],
         };
         assert!(matches!(
-            trusted.verify(&unsigned),
+            verify(&trusted, &unsigned),
             Err(SignError::UntrustedKey(_))
         ));
 
@@ -447,15 +441,15 @@ mod tests {
             TrustedKeys::from_hex([old.public_hex().as_str(), new.public_hex().as_str()]).unwrap();
         assert_eq!(both.len(), 2);
         let m = Bytes::from_static(b"manifest");
-        assert_eq!(both.verify(&old.sign(m.clone())).unwrap(), old.key_id());
-        assert_eq!(both.verify(&new.sign(m.clone())).unwrap(), new.key_id());
+        assert_eq!(verify(&both, &old.sign(m.clone())).unwrap(), old.key_id());
+        assert_eq!(verify(&both, &new.sign(m.clone())).unwrap(), new.key_id());
         // After the old key is dropped, only the new one is accepted.
         let rotated = TrustedKeys::from_hex([new.public_hex().as_str()]).unwrap();
         assert!(matches!(
-            rotated.verify(&old.sign(m.clone())),
+            verify(&rotated, &old.sign(m.clone())),
             Err(SignError::UntrustedKey(_))
         ));
-        assert!(rotated.verify(&new.sign(m)).is_ok());
+        assert!(verify(&rotated, &new.sign(m)).is_ok());
     }
 
     #[test]
