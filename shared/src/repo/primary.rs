@@ -470,6 +470,7 @@ mod tests {
         let err = parse_primary("p.xml.gz", &b"\x1f\x8bnot gzip"[..], &limits).unwrap_err();
         assert!(err.to_string().starts_with("p.xml.gz: "), "{err}");
     }
+
     /// Listings known as if each of `entries` had declared manifest entry
     /// `i` (its index). A listing is the element's bytes, without the line
     /// end the fixtures add.

@@ -236,27 +236,7 @@ impl<'a> Validator<'a, '_> {
 
         // Listed before (a package listed twice): compare with what we computed.
         if let Some(seen) = self.files.get(rel) {
-            if let Some(d) = declared_size
-                && d != seen.size
-            {
-                return Err(source.size_mismatch(rel, seen.size, d));
-            }
-            let actual = match (&seen.other, declared.kind) {
-                (_, ChecksumKind::Sha256) => seen.sha256.to_hex(),
-                (Some(other), kind) if other.kind == kind => other.hex.clone(),
-                (first, second) => {
-                    return Err(RepoError::ConflictingChecksumTypes {
-                        path: rel.to_owned(),
-                        first: first.as_ref().map_or(ChecksumKind::Sha256, |c| c.kind),
-                        second,
-                    });
-                }
-            };
-            return if actual == declared.hex {
-                Ok(None)
-            } else {
-                Err(source.checksum_mismatch(rel, declared, actual))
-            };
+            return agrees(seen, rel, declared, declared_size, source).map(|()| None);
         }
 
         let Some(path) = self.before_reading(
@@ -484,17 +464,11 @@ impl<'a> Validator<'a, '_> {
         let rel = e.path.as_str();
         // Listed again: both listings must agree, as in `verify`.
         if let Some(seen) = self.files.get(rel) {
-            if seen.size != e.size {
-                return Err(source.size_mismatch(rel, seen.size, e.size));
-            }
-            if seen.sha256 != e.sha256 {
-                let declared = Checksum {
-                    kind: ChecksumKind::Sha256,
-                    hex: e.sha256.to_hex(),
-                };
-                return Err(source.checksum_mismatch(rel, &declared, seen.sha256.to_hex()));
-            }
-            return Ok(());
+            let declared = Checksum {
+                kind: ChecksumKind::Sha256,
+                hex: e.sha256.to_hex(),
+            };
+            return agrees(seen, rel, &declared, Some(e.size), source);
         }
         self.check_limits(rel, e.size)?;
         self.files.insert(
@@ -554,6 +528,38 @@ impl<'a> Validator<'a, '_> {
         });
         results.sort_unstable_by_key(|(i, _)| *i);
         results.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// Whether a second listing of `rel` (`declared`, `declared_size`) agrees
+/// with the file already accepted for it.
+fn agrees(
+    seen: &Accepted,
+    rel: &str,
+    declared: &Checksum,
+    declared_size: Option<u64>,
+    source: &Source<'_>,
+) -> Result<(), RepoError> {
+    if let Some(d) = declared_size
+        && d != seen.size
+    {
+        return Err(source.size_mismatch(rel, seen.size, d));
+    }
+    let actual = match (&seen.other, declared.kind) {
+        (_, ChecksumKind::Sha256) => seen.sha256.to_hex(),
+        (Some(other), kind) if other.kind == kind => other.hex.clone(),
+        (first, second) => {
+            return Err(RepoError::ConflictingChecksumTypes {
+                path: rel.to_owned(),
+                first: first.as_ref().map_or(ChecksumKind::Sha256, |c| c.kind),
+                second,
+            });
+        }
+    };
+    if actual == declared.hex {
+        Ok(())
+    } else {
+        Err(source.checksum_mismatch(rel, declared, actual))
     }
 }
 
