@@ -29,23 +29,6 @@ pub struct FileStat {
     pub key: FileKey,
 }
 
-/// The paths of a tree's regular files, sorted, in one buffer: 100,000 of
-/// them were 100,000 allocations, made while a publish builds its manifest.
-#[derive(Debug, Default)]
-pub struct Listing {
-    text: String,
-    /// `text[start..end]` of each path, in path order.
-    paths: Vec<(usize, usize)>,
-}
-
-impl Listing {
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.paths
-            .iter()
-            .map(|&(start, end)| &self.text[start..end])
-    }
-}
-
 /// A publish directory, opened.
 pub struct SourceTree {
     root: Arc<OwnedFd>,
@@ -202,9 +185,8 @@ impl SourceTree {
 
     /// Every regular file in the tree, relative and sorted; symlinks and
     /// special files are neither listed nor followed.
-    pub fn files(&mut self) -> Result<Listing, RepoError> {
-        let mut listing = Listing::default();
-        let text = &mut listing.text;
+    pub fn files(&mut self) -> Result<Vec<String>, RepoError> {
+        let mut out = Vec::new();
         let mut stack = vec![String::new()];
         while let Some(dir) = stack.pop() {
             let shown = if dir.is_empty() { "." } else { &dir };
@@ -213,41 +195,34 @@ impl SourceTree {
                 path: shown.to_owned(),
                 source: e.into(),
             };
-            let entries = rustix::fs::Dir::read_from(fd.as_fd()).map_err(io)?;
-            for entry in entries {
+            let listing = rustix::fs::Dir::read_from(fd.as_fd()).map_err(io)?;
+            for entry in listing {
                 let entry = entry.map_err(io)?;
-                let name = entry.file_name().to_string_lossy();
+                let name = entry.file_name().to_string_lossy().into_owned();
                 if name == "." || name == ".." {
                     continue;
                 }
-                let start = text.len();
-                if !dir.is_empty() {
-                    text.push_str(&dir);
-                    text.push('/');
-                }
-                text.push_str(&name);
+                let rel = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
                 let kind = match entry.file_type() {
                     FileType::Unknown => {
-                        rustix::fs::statat(fd.as_fd(), entry.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+                        rustix::fs::statat(fd.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
                             .map(|st| FileType::from_raw_mode(st.st_mode))
                             .map_err(io)?
                     }
                     kind => kind,
                 };
                 match kind {
-                    FileType::RegularFile => listing.paths.push((start, text.len())),
-                    FileType::Directory => {
-                        stack.push(text[start..].to_owned());
-                        text.truncate(start);
-                    }
-                    _ => text.truncate(start),
+                    FileType::Directory => stack.push(rel),
+                    FileType::RegularFile => out.push(rel),
+                    _ => {}
                 }
             }
         }
-        let text = &listing.text;
-        listing
-            .paths
-            .sort_unstable_by(|a, b| text[a.0..a.1].cmp(&text[b.0..b.1]));
-        Ok(listing)
+        out.sort();
+        Ok(out)
     }
 }

@@ -725,7 +725,7 @@ pub fn validate_repo_since(
             Ok(listed) => listed?,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        validated.unreferenced = not_in(listed.iter(), &validated.files);
+        validated.unreferenced = not_in(listed.iter().map(String::as_str), &validated.files);
         Ok(validated)
     })
 }
