@@ -218,19 +218,24 @@ where
 }
 
 /// Refuses a push that would leave less than `min_free_bytes` free, after
-/// first reclaiming the partial blobs no push wants (abandoned pushes).
-fn check_disk(agent: &Agent, wanted: &[(Sha256Digest, u64)], need: u64) -> Result<(), PushError> {
+/// first reclaiming the received blobs no push wants (abandoned pushes).
+/// `ours` is every blob this push uses: those it still wants and those
+/// already verified in `tmp/`, waiting for its Commit.
+fn check_disk(
+    agent: &Agent,
+    ours: &HashMap<Sha256Digest, u64>,
+    need: u64,
+) -> Result<(), PushError> {
     let data_dir = &agent.config.data_dir;
     let short = |free: u64| free < need.saturating_add(agent.config.min_free_bytes);
     let Some(mut free) = free_bytes(data_dir) else {
         return Ok(());
     };
     if short(free) {
-        let keep: HashSet<Sha256Digest> = wanted.iter().map(|(d, _)| *d).collect();
         let (files, bytes) = agent
             .tree
             .store
-            .reclaim_tmp(Duration::ZERO, |d| keep.contains(d) || agent.is_claimed(d));
+            .reclaim_tmp(Duration::ZERO, |d| ours.contains_key(d) || agent.is_claimed(d));
         if files > 0 {
             tracing::info!(
                 files,
@@ -505,7 +510,7 @@ where
         }
     }
     let need: u64 = wanted.iter().map(|(d, off)| sizes[d] - off).sum();
-    check_disk(agent, &wanted, need)?;
+    check_disk(agent, &sizes, need)?;
     let mut pending: HashSet<Sha256Digest> = wanted.iter().map(|(d, _)| *d).collect();
     tracing::info!(%repo, version, blobs = wanted.len(), bytes = need, "wanting blobs");
     let want = Outbound::Want {

@@ -2,6 +2,12 @@
 //! verified blobs (read-only), `<data>/tmp/` holds partial ones that a later
 //! push resumes. Blobs are hashed while they are written and renamed into
 //! `objects/` only once size and digest both match.
+//!
+//! In `tmp/`, `<hex>.part` is the one file a receiver writes (one at a
+//! time: the caller claims the digest), and a blob leaves that name the
+//! moment its digest matches, for `<hex>.verified`, which nothing writes
+//! again. So a blob another push has verified and is about to install can
+//! never be truncated or rewritten under it by a later resume.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -55,6 +61,12 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// The suffix of a blob being received in `tmp/`.
+const PARTIAL: &str = "part";
+/// The suffix of a received blob whose digest matched, waiting in `tmp/` to
+/// be installed.
+const VERIFIED: &str = "verified";
+
 /// An import temporary this old belongs to no import still running.
 pub const IMPORT_TMP_MAX_AGE: Duration = Duration::from_secs(3600);
 
@@ -100,19 +112,35 @@ impl BlobStore {
     }
 
     fn partial_path(&self, digest: &Sha256Digest) -> PathBuf {
-        self.tmp.join(format!("{}.part", digest.to_hex()))
+        self.tmp.join(format!("{}.{PARTIAL}", digest.to_hex()))
     }
 
-    /// Bytes of `digest` already received (0 when none), for resuming.
+    fn verified_path(&self, digest: &Sha256Digest) -> PathBuf {
+        self.tmp.join(format!("{}.{VERIFIED}", digest.to_hex()))
+    }
+
+    /// Bytes of `digest` already received (0 when none), for resuming: all
+    /// of them once a push has verified it and not yet installed it.
     pub fn partial_len(&self, digest: &Sha256Digest) -> u64 {
-        fs::metadata(self.partial_path(digest))
-            .map(|m| m.len())
-            .unwrap_or(0)
+        [self.verified_path(digest), self.partial_path(digest)]
+            .iter()
+            .find_map(|p| fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// A verified copy of all `size` bytes of `digest`, in `objects/` or
+    /// waiting in `tmp/` to be installed: never written again.
+    fn verified_copy(&self, digest: &Sha256Digest, size: u64) -> Option<File> {
+        [self.verified_path(digest), self.path(digest)]
+            .iter()
+            .filter_map(|p| File::open(p).ok())
+            .find(|f| f.metadata().is_ok_and(|m| m.is_file() && m.len() == size))
     }
 
     /// Opens a partial blob to continue writing at `offset`, which must be
     /// what [`BlobStore::partial_len`] reported (or 0 to start over). The
     /// bytes already there are re-hashed so the final digest covers them.
+    /// The caller must hold the digest's claim: one writer per partial.
     pub fn begin(
         &self,
         digest: Sha256Digest,
@@ -127,7 +155,19 @@ impl BlobStore {
             .truncate(false)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        let have = file.metadata().map_err(io_err("stat", &path))?.len();
+        let mut have = file.metadata().map_err(io_err("stat", &path))?.len();
+        if have < offset
+            && let Some(copy) = self.verified_copy(&digest, size)
+        {
+            // Another push verified the blob after `offset` was reported
+            // (and took it from this name): its first bytes are the ones the
+            // sender will not send again.
+            file.set_len(0).map_err(io_err("truncate", &path))?;
+            io::copy(&mut copy.take(offset), &mut file).map_err(io_err("copy", &path))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(io_err("seek", &path))?;
+            have = offset;
+        }
         let offset = offset.min(have).min(size);
         let mut hasher = Sha256::new();
         if offset > 0 {
@@ -149,22 +189,34 @@ impl BlobStore {
         })
     }
 
-    /// A partial blob that holds all `size` bytes (received in full by a
-    /// push that never got to its Commit), hashed again: `None` when it is
-    /// not there or not what `digest` says (then it is deleted).
+    /// A blob in `tmp/` that holds all `size` bytes (received in full by a
+    /// push that never got to its Commit), hashed again: `None` when there
+    /// is none or it is not what `digest` says (then it is deleted). The
+    /// caller must hold the digest's claim.
     pub fn complete_partial(&self, digest: Sha256Digest, size: u64) -> Option<Received> {
-        let path = self.partial_path(&digest);
-        let file = File::open(&path).ok()?;
-        if file.metadata().ok()?.len() != size {
-            return None;
-        }
-        let mut hasher = Sha256::new();
-        io::copy(&mut io::BufReader::new(file), &mut HasherSink(&mut hasher)).ok()?;
-        if Sha256Digest(hasher.finalize().into()) != digest {
-            let _ = fs::remove_file(&path);
-            return None;
-        }
-        Some(Received { digest, path })
+        let verified = self.verified_path(&digest);
+        [verified.clone(), self.partial_path(&digest)]
+            .into_iter()
+            .find_map(|path| {
+                let file = File::open(&path).ok()?;
+                if file.metadata().ok()?.len() != size {
+                    return None;
+                }
+                let mut hasher = Sha256::new();
+                let hashed = io::copy(&mut io::BufReader::new(&file), &mut HasherSink(&mut hasher));
+                if hashed.is_err() || Sha256Digest(hasher.finalize().into()) != digest {
+                    let _ = fs::remove_file(&path);
+                    return None;
+                }
+                if path != verified {
+                    read_only(&file, &path).ok()?;
+                    fs::rename(&path, &verified).ok()?;
+                }
+                Some(Received {
+                    digest,
+                    path: verified.clone(),
+                })
+            })
     }
 
     /// Stores bytes already in memory.
@@ -254,29 +306,10 @@ impl BlobStore {
         Ok(out)
     }
 
-    /// Partial blobs in `tmp/` (digest, bytes held).
-    pub fn list_partials(&self) -> Vec<(Sha256Digest, u64)> {
-        let Ok(entries) = fs::read_dir(&self.tmp) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let digest = name.strip_suffix(".part")?.parse().ok()?;
-                Some((digest, e.metadata().ok()?.len()))
-            })
-            .collect()
-    }
-
-    /// Drops a partial blob.
-    pub fn discard_partial(&self, digest: &Sha256Digest) {
-        let _ = fs::remove_file(self.partial_path(digest));
-    }
-
-    /// Reclaims `tmp/`: partial blobs last written more than `older_than`
-    /// ago for which `keep` is false, and import temporaries older than
-    /// [`IMPORT_TMP_MAX_AGE`] (a crashed import). Returns (files, bytes).
+    /// Reclaims `tmp/`: received blobs (partial, or verified and never
+    /// installed) last written more than `older_than` ago for which `keep`
+    /// is false, and import temporaries older than [`IMPORT_TMP_MAX_AGE`]
+    /// (a crashed import). Returns (files, bytes).
     pub fn reclaim_tmp(
         &self,
         older_than: Duration,
@@ -296,7 +329,11 @@ impl BlobStore {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(meta) = e.metadata() else { continue };
-            let stale = match name.strip_suffix(".part").map(str::parse::<Sha256Digest>) {
+            let digest = name
+                .rsplit_once('.')
+                .filter(|(_, kind)| [PARTIAL, VERIFIED].contains(kind))
+                .map(|(hex, _)| hex.parse::<Sha256Digest>());
+            let stale = match digest {
                 Some(Ok(digest)) => !keep(&digest) && age(&meta) >= older_than,
                 _ => name.starts_with("import-") && age(&meta) >= IMPORT_TMP_MAX_AGE,
             };
@@ -554,9 +591,12 @@ impl PartialBlob {
             source: e.into_error(),
         })?;
         read_only(&file, &self.path)?;
+        // Off the name resumes write to: nothing may touch it again.
+        let verified = self.path.with_extension(VERIFIED);
+        fs::rename(&self.path, &verified).map_err(io_err("rename", &verified))?;
         Ok(Received {
             digest: self.digest,
-            path: self.path,
+            path: verified,
         })
     }
 }
@@ -605,6 +645,88 @@ mod tests {
         assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
         assert_eq!(store.partial_len(&digest), 0);
         assert_eq!(store.list().unwrap(), vec![digest]);
+    }
+
+    /// Two pushes of one blob, one after the other (a superseded push still
+    /// draining, or two repos sharing a package): a later writer never
+    /// touches what an earlier one verified and has yet to install.
+    #[test]
+    fn a_verified_blob_is_never_rewritten_by_a_later_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"the bytes the signature names".to_vec();
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
+
+        let mut first = store.begin(digest, size, 0).unwrap();
+        first.write_chunk(0, &data).unwrap();
+        let first = first.finish().unwrap();
+        assert_eq!(store.partial_len(&digest), size, "resumable in full");
+
+        // A second push that started over writes garbage and is refused...
+        let mut second = store.begin(digest, size, 0).unwrap();
+        second.write_chunk(0, &vec![b'x'; data.len()]).unwrap();
+        assert!(matches!(
+            second.finish(),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        // ...a third stops halfway...
+        let mut third = store.begin(digest, size, 0).unwrap();
+        third.write_chunk(0, &data[..4]).unwrap();
+        third.suspend().unwrap();
+        // ...and the first one's blob is what gets installed.
+        store.install(vec![first]).unwrap();
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
+    }
+
+    /// A push told to resume at `offset` finds the partial gone: another
+    /// push finished it meanwhile. The verified bytes stand in for the ones
+    /// the sender will not send again.
+    #[test]
+    fn a_resume_whose_partial_was_finished_meanwhile_takes_the_verified_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"resume from where the want said".to_vec();
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
+
+        let mut p = store.begin(digest, size, 0).unwrap();
+        p.write_chunk(0, &data[..7]).unwrap();
+        p.suspend().unwrap();
+        let offset = store.partial_len(&digest);
+        // The other push: resumes, completes, verifies.
+        let mut other = store.begin(digest, size, offset).unwrap();
+        other.write_chunk(offset, &data[7..]).unwrap();
+        let other = other.finish().unwrap();
+
+        let mut late = store.begin(digest, size, offset).unwrap();
+        late.write_chunk(offset, &data[7..]).unwrap();
+        let late = late.finish().unwrap();
+        assert_eq!(late.digest(), digest);
+        store.install(vec![other]).unwrap();
+        store.install(vec![late]).unwrap();
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
+    }
+
+    #[test]
+    fn a_complete_partial_is_verified_and_leaves_the_writable_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"all bytes in, then a crash".to_vec();
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
+        // Written in full by a push killed before it could check the digest.
+        let mut p = store.begin(digest, size, 0).unwrap();
+        p.write_chunk(0, &data).unwrap();
+        p.suspend().unwrap();
+
+        let r = store.complete_partial(digest, size).unwrap();
+        assert!(!store.partial_path(&digest).exists());
+        assert!(store.verified_path(&digest).exists());
+        // Found again where it now waits, until installed.
+        let again = store.complete_partial(digest, size).unwrap();
+        store.install(vec![r]).unwrap();
+        store.install(vec![again]).unwrap();
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
+        assert_eq!(store.partial_len(&digest), 0);
+        assert!(store.complete_partial(digest, size).is_none());
     }
 
     #[test]

@@ -145,6 +145,26 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
     }
 }
 
+/// Like [`wait_until`], for a probe that says why it is not there yet: the
+/// timeout names the last reason, not only what was awaited.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let why = match probe() {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}: {why}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Runs a command to completion, capturing its output.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

@@ -29,7 +29,7 @@ use hotpush_tests::fixture::{self, referenced_files};
 use hotpush_tests::nginx::Nginx;
 use hotpush_tests::webcheck::{self, RepoWalker, WalkStats};
 use hotpush_tests::{
-    Agent, AgentSpec, Metalink, Network, Signal, free_port, sha256_hex, wait_until,
+    Agent, AgentSpec, Metalink, Network, Signal, free_port, sha256_hex, wait_for, wait_until,
 };
 
 const REPO: &str = "rel/x86_64";
@@ -125,9 +125,12 @@ fn missing_on_disk(a: &Agent, snap: &Snap) -> (u64, u64) {
         if obj.is_file() {
             continue;
         }
-        let part = std::fs::metadata(a.data_dir.join(format!("tmp/{hex}.part")))
-            .map(|m| m.len().min(size))
-            .unwrap_or(0);
+        // Verified but not yet installed (its push never got to its
+        // Commit), else partial.
+        let part = ["verified", "part"]
+            .iter()
+            .find_map(|kind| std::fs::metadata(a.data_dir.join(format!("tmp/{hex}.{kind}"))).ok())
+            .map_or(0, |m| m.len().min(size));
         held += part;
         missing += size - part;
     }
@@ -632,14 +635,20 @@ fn origin_sigkill_during_publishes_never_reuses_a_version_and_agents_converge() 
         let want = &by_version[&latest];
         for (i, seen) in agent_versions.iter_mut().enumerate() {
             let a = &net.agents[i];
-            wait_until(
+            wait_for(
                 &format!("{} to converge on version {latest} ({label})", a.name),
                 Duration::from_secs(30),
                 || {
                     let s = a.status_version(REPO).unwrap_or(0);
                     assert!(s >= *seen, "{}: version went back {seen} → {s}", a.name);
                     *seen = s;
-                    (s == latest && served_snapshot(a, &snaps) == Ok(latest)).then_some(())
+                    if s != latest {
+                        return Err(format!("status says version {s}"));
+                    }
+                    match served_snapshot(a, &snaps)? {
+                        v if v == latest => Ok(()),
+                        v => Err(format!("serves version {v}")),
+                    }
                 },
             );
             let digest = &audit.last().unwrap().1;
