@@ -232,10 +232,9 @@ fn check_disk(
         return Ok(());
     };
     if short(free) {
-        let (files, bytes) = agent
-            .tree
-            .store
-            .reclaim_tmp(Duration::ZERO, |d| ours.contains_key(d) || agent.is_claimed(d));
+        let (files, bytes) = agent.tree.store.reclaim_tmp(Duration::ZERO, |d| {
+            ours.contains_key(d) || agent.is_claimed(d)
+        });
         if files > 0 {
             tracing::info!(
                 files,

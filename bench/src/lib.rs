@@ -659,16 +659,26 @@ impl<'a> Bench<'a> {
                 } else {
                     progress(&format!("{name} run {run}: publish {n}: {}", secs(t)));
                 }
-                if rss && n == 1 {
+                // Every publish of the series is read, not only the first
+                // and last: a step (something kept from the second publish
+                // on) and a slope (something growing) look alike otherwise.
+                if rss && n <= RSS_PUBLISHES {
                     std::thread::sleep(RSS_SETTLE);
-                    mem_first = hp.memory()?;
-                }
-                if n == RSS_PUBLISHES
-                    && let Some(r) = rss_row.as_mut()
-                {
-                    std::thread::sleep(RSS_SETTLE);
-                    r.first.push(mem_first);
-                    r.last.push(hp.memory()?);
+                    let m = hp.memory()?;
+                    progress(&format!(
+                        "{name} run {run}: RSS after publish {n}: origin {} MiB, largest agent {} MiB",
+                        m.origin_rss / 1024,
+                        m.agent_rss / 1024
+                    ));
+                    if n == 1 {
+                        mem_first = m;
+                    }
+                    if n == RSS_PUBLISHES
+                        && let Some(r) = rss_row.as_mut()
+                    {
+                        r.first.push(mem_first);
+                        r.last.push(m);
+                    }
                 }
             }
             if metalink {
