@@ -119,13 +119,17 @@ impl BlobStore {
         self.tmp.join(format!("{}.{VERIFIED}", digest.to_hex()))
     }
 
-    /// Bytes of `digest` already received (0 when none), for resuming: all
-    /// of them once a push has verified it and not yet installed it.
-    pub fn partial_len(&self, digest: &Sha256Digest) -> u64 {
-        [self.verified_path(digest), self.partial_path(digest)]
-            .iter()
-            .find_map(|p| fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
+    /// Bytes of `digest` (of `size` bytes) already received, for resuming:
+    /// all of them once a push has verified it and not yet installed it,
+    /// else what its partial holds (0 when none). A verified file of any
+    /// other length (cut short by a crash right after its rename) is not
+    /// counted: nothing resumes from it.
+    pub fn partial_len(&self, digest: &Sha256Digest, size: u64) -> u64 {
+        let len = |p: PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+        if len(self.verified_path(digest)) == size {
+            return size;
+        }
+        len(self.partial_path(digest))
     }
 
     /// A verified copy of all `size` bytes of `digest`, in `objects/` or
@@ -623,12 +627,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let data = b"hello, hotpush blob".to_vec();
-        let digest = Sha256Digest::of(&data);
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
 
         let mut p = store.begin(digest, data.len() as u64, 0).unwrap();
         p.write_chunk(0, &data[..5]).unwrap();
         p.suspend().unwrap();
-        assert_eq!(store.partial_len(&digest), 5);
+        assert_eq!(store.partial_len(&digest, size), 5);
 
         let mut p = store.begin(digest, data.len() as u64, 5).unwrap();
         assert!(matches!(
@@ -643,7 +647,7 @@ mod tests {
         store.install(vec![p.finish().unwrap()]).unwrap();
         assert!(store.has(&digest));
         assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
-        assert_eq!(store.partial_len(&digest), 0);
+        assert_eq!(store.partial_len(&digest, size), 0);
         assert_eq!(store.list().unwrap(), vec![digest]);
     }
 
@@ -660,7 +664,7 @@ mod tests {
         let mut first = store.begin(digest, size, 0).unwrap();
         first.write_chunk(0, &data).unwrap();
         let first = first.finish().unwrap();
-        assert_eq!(store.partial_len(&digest), size, "resumable in full");
+        assert_eq!(store.partial_len(&digest, size), size, "resumable in full");
 
         // A second push that started over writes garbage and is refused...
         let mut second = store.begin(digest, size, 0).unwrap();
@@ -691,7 +695,7 @@ mod tests {
         let mut p = store.begin(digest, size, 0).unwrap();
         p.write_chunk(0, &data[..7]).unwrap();
         p.suspend().unwrap();
-        let offset = store.partial_len(&digest);
+        let offset = store.partial_len(&digest, size);
         // The other push: resumes, completes, verifies.
         let mut other = store.begin(digest, size, offset).unwrap();
         other.write_chunk(offset, &data[7..]).unwrap();
@@ -725,20 +729,38 @@ mod tests {
         store.install(vec![r]).unwrap();
         store.install(vec![again]).unwrap();
         assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
-        assert_eq!(store.partial_len(&digest), 0);
+        assert_eq!(store.partial_len(&digest, size), 0);
         assert!(store.complete_partial(digest, size).is_none());
+    }
+
+    /// A crash right after the rename can leave a verified file short (its
+    /// bytes not yet on disk): nothing resumes from it or copies it.
+    #[test]
+    fn a_verified_file_cut_short_is_not_resumed_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"renamed, then the power went".to_vec();
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
+        fs::write(store.verified_path(&digest), &data[..3]).unwrap();
+
+        assert_eq!(store.partial_len(&digest, size), 0);
+        assert!(store.complete_partial(digest, size).is_none());
+        let mut p = store.begin(digest, size, 0).unwrap();
+        p.write_chunk(0, &data).unwrap();
+        store.install(vec![p.finish().unwrap()]).unwrap();
+        assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
     }
 
     #[test]
     fn refuses_wrong_content_and_short_blobs() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
-        let digest = Sha256Digest::of(b"right");
-        let mut p = store.begin(digest, 5, 0).unwrap();
+        let (digest, size) = (Sha256Digest::of(b"right"), 5);
+        let mut p = store.begin(digest, size, 0).unwrap();
         p.write_chunk(0, b"wrong").unwrap();
         assert!(matches!(p.finish(), Err(StoreError::DigestMismatch { .. })));
         assert!(!store.has(&digest));
-        assert_eq!(store.partial_len(&digest), 0, "a bad blob is not resumed");
+        assert_eq!(store.partial_len(&digest, size), 0, "a bad blob is not resumed");
 
         let mut p = store.begin(digest, 5, 0).unwrap();
         p.write_chunk(0, b"rig").unwrap();
