@@ -44,6 +44,8 @@ pub struct Pushed {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Memory {
     pub origin_rss: u64,
+    /// The anonymous part of `origin_rss` (heap and stacks, no file pages).
+    pub origin_anon: u64,
     pub origin_peak: u64,
     /// Of the agent with the most, for each reading.
     pub agent_rss: u64,
@@ -189,6 +191,7 @@ impl Hotpush {
         let origin = self.net.origin_pid().context("the origin is not running")?;
         let mut m = Memory {
             origin_rss: hotpush_tests::rss_kib(origin),
+            origin_anon: hotpush_tests::rss_anon_kib(origin),
             origin_peak: hotpush_tests::peak_rss_kib(origin),
             ..Memory::default()
         };

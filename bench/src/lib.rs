@@ -666,8 +666,9 @@ impl<'a> Bench<'a> {
                     std::thread::sleep(RSS_SETTLE);
                     let m = hp.memory()?;
                     progress(&format!(
-                        "{name} run {run}: RSS after publish {n}: origin {} MiB, largest agent {} MiB",
+                        "{name} run {run}: RSS after publish {n}: origin {} MiB ({} anonymous), largest agent {} MiB",
                         m.origin_rss / 1024,
+                        m.origin_anon / 1024,
                         m.agent_rss / 1024
                     ));
                     if n == 1 {

@@ -760,7 +760,11 @@ mod tests {
         p.write_chunk(0, b"wrong").unwrap();
         assert!(matches!(p.finish(), Err(StoreError::DigestMismatch { .. })));
         assert!(!store.has(&digest));
-        assert_eq!(store.partial_len(&digest, size), 0, "a bad blob is not resumed");
+        assert_eq!(
+            store.partial_len(&digest, size),
+            0,
+            "a bad blob is not resumed"
+        );
 
         let mut p = store.begin(digest, 5, 0).unwrap();
         p.write_chunk(0, b"rig").unwrap();

@@ -302,6 +302,12 @@ pub fn rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:")
 }
 
+/// Resident anonymous memory (heap, stacks) of process `pid`, in KiB: RSS
+/// without the file pages it maps (its binary, SQLite's shared memory).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "RssAnon:")
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
