@@ -493,7 +493,7 @@ where
                 tokio::task::block_in_place(|| store.import_bytes(b""))?;
             }
             None => {
-                let offset = store.partial_len(digest, size).min(size);
+                let offset = store.partial_len(digest).min(size);
                 if offset == size {
                     // Not while another push writes it.
                     let _guard = claim(agent, *digest).await?;

@@ -125,12 +125,9 @@ fn missing_on_disk(a: &Agent, snap: &Snap) -> (u64, u64) {
         if obj.is_file() {
             continue;
         }
-        // Verified but not yet installed (its push never got to its
-        // Commit), else partial.
-        let part = ["verified", "part"]
-            .iter()
-            .find_map(|kind| std::fs::metadata(a.data_dir.join(format!("tmp/{hex}.{kind}"))).ok())
-            .map_or(0, |m| m.len().min(size));
+        let part = std::fs::metadata(a.data_dir.join(format!("tmp/{hex}.part")))
+            .map(|m| m.len().min(size))
+            .unwrap_or(0);
         held += part;
         missing += size - part;
     }
