@@ -49,6 +49,8 @@ pub struct Memory {
     pub origin_peak: u64,
     /// Of the agent with the most, for each reading.
     pub agent_rss: u64,
+    /// The largest agent's anonymous part, likewise.
+    pub agent_anon: u64,
     pub agent_peak: u64,
 }
 
@@ -200,6 +202,7 @@ impl Hotpush {
                 .pid()
                 .with_context(|| format!("agent {} is not running", a.name))?;
             m.agent_rss = m.agent_rss.max(hotpush_tests::rss_kib(pid));
+            m.agent_anon = m.agent_anon.max(hotpush_tests::rss_anon_kib(pid));
             m.agent_peak = m.agent_peak.max(hotpush_tests::peak_rss_kib(pid));
         }
         Ok(m)
