@@ -51,6 +51,8 @@ pub struct Memory {
     pub agent_rss: u64,
     /// The largest agent's anonymous part, likewise.
     pub agent_anon: u64,
+    /// The most threads any agent runs (each keeps an allocator cache).
+    pub agent_threads: u64,
     pub agent_peak: u64,
 }
 
@@ -203,6 +205,7 @@ impl Hotpush {
                 .with_context(|| format!("agent {} is not running", a.name))?;
             m.agent_rss = m.agent_rss.max(hotpush_tests::rss_kib(pid));
             m.agent_anon = m.agent_anon.max(hotpush_tests::rss_anon_kib(pid));
+            m.agent_threads = m.agent_threads.max(hotpush_tests::threads(pid));
             m.agent_peak = m.agent_peak.max(hotpush_tests::peak_rss_kib(pid));
         }
         Ok(m)

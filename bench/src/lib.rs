@@ -666,11 +666,12 @@ impl<'a> Bench<'a> {
                     std::thread::sleep(RSS_SETTLE);
                     let m = hp.memory()?;
                     progress(&format!(
-                        "{name} run {run}: RSS after publish {n}: origin {} MiB ({} anonymous), largest agent {} MiB ({} anonymous)",
+                        "{name} run {run}: RSS after publish {n}: origin {} MiB ({} anonymous), largest agent {} MiB ({} anonymous; up to {} threads)",
                         m.origin_rss / 1024,
                         m.origin_anon / 1024,
                         m.agent_rss / 1024,
-                        m.agent_anon / 1024
+                        m.agent_anon / 1024,
+                        m.agent_threads
                     ));
                     if n == 1 {
                         mem_first = m;

@@ -308,6 +308,11 @@ pub fn rss_anon_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "RssAnon:")
 }
 
+/// Threads of process `pid` now.
+pub fn threads(pid: u32) -> u64 {
+    proc_status_kib(pid, "Threads:")
+}
+
 fn proc_status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
