@@ -146,6 +146,9 @@ impl BlobStore {
             let mut hasher = Sha256::new();
             io::copy(&mut file, &mut HasherSink(&mut hasher)).map_err(io_err("read", &path))?;
             if Sha256Digest(hasher.finalize().into()) == digest {
+                // Read-only like every stored blob, even if the push that
+                // wrote it was cut off before its own check got that far.
+                read_only(&file, &path)?;
                 return Ok(PartialBlob::held(digest, size, path, offset));
             }
             // Not the blob (a push cut off before its check), so no push
@@ -719,6 +722,30 @@ mod tests {
         p.write_chunk(0, &data).unwrap();
         store.install(vec![p.finish().unwrap()]).unwrap();
         assert_eq!(fs::read(store.path(&digest)).unwrap(), data);
+    }
+
+    /// All bytes in and right, but the push was cut off before its check:
+    /// the next push holds them, and they are stored read-only all the same.
+    #[test]
+    fn a_whole_right_partial_is_held_and_stored_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let data = b"checked by the next push".to_vec();
+        let (digest, size) = (Sha256Digest::of(&data), data.len() as u64);
+        let mut p = store.begin(digest, size, 0).unwrap();
+        p.write_chunk(0, &data).unwrap();
+        p.suspend().unwrap();
+
+        let mut p = store.begin(digest, size, size).unwrap();
+        assert!(p.is_complete());
+        p.write_chunk(size, b"").unwrap();
+        store.install(vec![p.finish().unwrap()]).unwrap();
+        let stored = store.path(&digest);
+        assert_eq!(fs::read(&stored).unwrap(), data);
+        assert_eq!(
+            fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
     }
 
     #[test]
