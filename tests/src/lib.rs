@@ -133,16 +133,7 @@ fn unreserved_ports() -> (u16, u16) {
 /// Polls `probe` every 50 ms until it returns `Some`, or panics after
 /// `timeout` naming `what`.
 pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(what, timeout, || probe().ok_or_else(String::new))
 }
 
 /// Like [`wait_until`], for a probe that says why it is not there yet: the
@@ -159,7 +150,12 @@ pub fn wait_for<T>(
             Err(why) => why,
         };
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}: {why}");
+            let why = if why.is_empty() {
+                why
+            } else {
+                format!(": {why}")
+            };
+            panic!("timed out after {timeout:?} waiting for {what}{why}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
